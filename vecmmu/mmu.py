@@ -1,0 +1,353 @@
+"""Mmu: builds guest page tables in a PhysMem (KVM's ``kvm_mmu``, table-builder side).
+
+An :class:`Mmu` owns one RAM memslot, a bump frame allocator and one root table per
+address space (``asid``). It maps, unmaps and protects ranges with 4 KiB, 2 MiB, 4 MiB
+(32-bit PSE, with PSE-36 frames above 4 GiB) and 1 GiB pages, with R/W, U/S, NX,
+PWT/PCD/PAT, G and protection keys. Non-leaf entries it creates allow everything
+(P|W|U, XD clear), so the rights of a page are those of its leaf unless you change an
+upper level with :meth:`Mmu.set_entry`. It checks each leaf it writes against its own
+:class:`~vecmmu.format.PageFormat` (reserved bits), so it never builds an entry its
+walker would call reserved unless asked to with :meth:`Mmu.set_entry`.
+
+>>> mmu = Mmu.for_mode("4level")
+>>> mmu.map(0x400000, 0x3000, user=True)            # 3 user pages, frames allocated
+>>> walk = mmu.walker()
+>>> walk.translate([0x400123]).gpa[0] > 0
+True
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import bits as B
+from .bits import PagingMode
+from .format import PageFormat
+from .kernels import build as K
+from .memory import PhysMem
+from .role import CpuRole
+
+_PAGE_SIZES = {4096: 1, 2 << 20: 2, 4 << 20: 2, 1 << 30: 3}
+
+
+class MmuError(ValueError):
+    """A request the builder cannot carry out (alignment, overlap, size, memory)."""
+
+
+def _page_size_name(ps: int) -> str:
+    return {4096: "4 KiB", 2 << 20: "2 MiB", 4 << 20: "4 MiB", 1 << 30: "1 GiB"}.get(ps, hex(ps))
+
+
+class Mmu:
+    """Guest page-table builder for one paging mode.
+
+    Parameters
+    ----------
+    role : CpuRole
+        The paging mode and features the tables are built for.
+    ram_size : int
+        Bytes of guest RAM (one zero-filled memslot at ``ram_base``; untouched pages cost
+        nothing). Tables and allocated frames come from it.
+    ram_base : int
+        Physical address of the RAM slot.
+    mem : PhysMem, optional
+        Memory to build in; a RAM slot of ``ram_size`` is added to it.
+    """
+
+    def __init__(self, role: CpuRole, *, ram_size: int = 1 << 32, ram_base: int = 0,
+                 mem: PhysMem | None = None, alloc_start: int = 0x1000):
+        if role.mode is PagingMode.NONE:
+            raise MmuError("paging is off in this role: there are no tables to build")
+        if role.mode in (PagingMode.BIT32, PagingMode.PAE) and ram_base + min(ram_size, 1 << 32) > (1 << 32) \
+                and ram_base >= 1 << 32:
+            raise MmuError("32-bit and PAE roots must lie below 4 GiB: put RAM at a lower base")
+        self.role = role
+        self.format = PageFormat.for_cpu(role)
+        self.mem = mem if mem is not None else PhysMem()
+        self._ram = np.zeros(int(ram_size), dtype=np.uint8)
+        self.mem.add_slot(ram_base, self._ram, name="ram")
+        self.ram_base = int(ram_base)
+        self.ram_size = int(ram_size)
+        self._next = self.ram_base + int(alloc_start)
+        self._limit = self.ram_base + self.ram_size
+        f = self.format
+        self._pte = int(f.pte_size)
+        self._bits = int(f.index_bits)
+        self._addr_mask = int(f.addr_mask)
+        self._va_bits = 32 if role.mode in (PagingMode.BIT32, PagingMode.PAE) else int(f.va_bits)
+        self._top = role.levels
+        self.roots: list[int] = []
+        self.new_address_space()
+
+    @classmethod
+    def for_mode(cls, mode="4level", *, ram_size: int = 1 << 32, **role_kw) -> "Mmu":
+        """An Mmu for a mode name ('32bit', 'pae', '4level', '5level'); role flags as keywords."""
+        return cls(CpuRole.for_mode(mode, **role_kw), ram_size=ram_size)
+
+    # -- frames ------------------------------------------------------------------------------
+    def alloc(self, size: int = 4096, align: int = 4096) -> int:
+        """Allocate ``size`` bytes of zeroed guest RAM aligned to ``align``; returns the address."""
+        start = (self._next + align - 1) & ~(align - 1)
+        if start + size > self._limit:
+            raise MmuError(f"guest RAM exhausted: need {size:#x} bytes at {start:#x}, RAM ends at "
+                           f"{self._limit:#x}; create the Mmu with a larger ram_size")
+        if self.role.mode in (PagingMode.BIT32, PagingMode.PAE) and align == 4096 and start + size > 1 << 32:
+            raise MmuError("32-bit paging structures must lie below 4 GiB")
+        self._next = start + size
+        return start
+
+    @property
+    def allocated(self) -> int:
+        """Bytes handed out by the frame allocator so far."""
+        return self._next - self.ram_base
+
+    def new_address_space(self) -> int:
+        """Allocate a new root table; returns its asid (index into :attr:`roots`)."""
+        root = self.alloc(4096)
+        self.roots.append(root)
+        return len(self.roots) - 1
+
+    def cr3(self, asid: int = 0, pcid: int = 0) -> int:
+        """The CR3 value for an address space (PCID in bits 11:0 when CR4.PCIDE)."""
+        if pcid and not self.role.pcide:
+            raise MmuError("a PCID needs CR4.PCIDE in the role")
+        return self.roots[asid] | (pcid & 0xFFF)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _norm_va(self, va: int, what: str = "address") -> int:
+        va = int(va)
+        if self._va_bits == 32:
+            if not 0 <= va < 1 << 32:
+                raise MmuError(f"{what} {va:#x} does not fit a 32-bit linear address")
+            return va
+        va &= (1 << 64) - 1
+        top = va >> (self._va_bits - 1)
+        if top not in (0, (1 << (64 - self._va_bits + 1)) - 1):
+            raise MmuError(f"{what} {va:#x} is not canonical for {self._va_bits}-bit linear addresses")
+        return va & ((1 << self._va_bits) - 1)
+
+    def _leaf_level(self, page_size: int) -> int:
+        mode = self.role.mode
+        if page_size not in _PAGE_SIZES:
+            raise MmuError(f"page_size {page_size:#x} is not one of 4 KiB, 2 MiB, 4 MiB, 1 GiB")
+        if page_size == 4 << 20 and not (mode is PagingMode.BIT32 and self.role.pse):
+            raise MmuError("4 MiB pages exist only in 32-bit paging with CR4.PSE=1")
+        if page_size == 2 << 20 and mode is PagingMode.BIT32:
+            raise MmuError("32-bit paging has 4 MiB large pages, not 2 MiB")
+        if page_size == 1 << 30 and not (self.role.long_mode and self.role.gbpages):
+            raise MmuError("1 GiB pages need 4- or 5-level paging and gbpages=True in the role")
+        return _PAGE_SIZES[page_size]
+
+    def _leaf_bits(self, level, *, writable, user, nx, pkey, pwt, pcd, pat, global_, accessed, dirty):
+        v = B.PT_PRESENT
+        v |= B.PT_WRITABLE if writable else 0
+        v |= B.PT_USER if user else 0
+        v |= B.PT_PWT if pwt else 0
+        v |= B.PT_PCD if pcd else 0
+        v |= B.PT_GLOBAL if global_ else 0
+        v |= B.PT_ACCESSED if accessed else 0
+        v |= B.PT_DIRTY if dirty else 0
+        if level > 1:
+            v |= B.PT_PAGE_SIZE | (B.PT_PAT_LARGE if pat else 0)
+        elif pat:
+            v |= B.PT_PAT_4K
+        if nx:
+            if self._pte == 4:
+                raise MmuError("32-bit paging has no XD bit: nx=True needs PAE or long mode")
+            if not self.role.nxe:
+                raise MmuError("nx=True sets bit 63, which is reserved when EFER.NXE=0")
+            v |= B.PT_NX
+        if pkey:
+            if self._pte == 4 or not 0 <= int(pkey) <= 15:
+                raise MmuError("pkey must be 0..15 and needs 64-bit entries (PAE or long mode)")
+            if self.role.mode is PagingMode.PAE:
+                raise MmuError("pkey bits 62:59 are reserved in PAE paging")
+            v |= int(pkey) << B.PT_PKEY_SHIFT
+        return v
+
+    def _frame_bits(self, pas: np.ndarray, level: int) -> np.ndarray:
+        """Encode frame addresses into entry bits (PSE-36 for 32-bit 4 MiB pages)."""
+        if self._pte == 4 and level == 2:
+            hi = pas >> np.uint64(32)
+            width = int(self.format.pse36_mask).bit_length()
+            if np.any(hi >> np.uint64(width)):
+                raise MmuError(f"physical address above PSE-36's reach ({32 + width} bits)")
+            return (pas & np.uint64(0xFFC00000)) | (hi << np.uint64(13))
+        limit = 1 << (32 if self._pte == 4 else self.role.maxphyaddr)
+        if np.any(pas >= np.uint64(limit)):
+            bad = int(pas[pas >= np.uint64(limit)][0])
+            raise MmuError(f"physical address {bad:#x} is at or above MAXPHYADDR "
+                           f"({limit.bit_length() - 1} bits)")
+        return pas
+
+    # -- map / unmap / protect -----------------------------------------------------------------
+    def map(self, va: int, size: int, pa=None, *, page_size: int = 4096, writable: bool = True,
+            user: bool = False, nx: bool = False, pkey: int = 0, pwt: bool = False,
+            pcd: bool = False, pat: bool = False, global_: bool = False, accessed: bool = False,
+            dirty: bool = False, asid: int = 0) -> np.ndarray:
+        """Map ``[va, va + size)`` with pages of ``page_size``.
+
+        ``pa`` is the physical address of the first page (pages follow contiguously), an
+        array of one frame address per page, or None to allocate zeroed frames from guest
+        RAM. Re-mapping a page replaces its leaf. Returns the frame address of each page.
+        """
+        level = self._leaf_level(int(page_size))
+        va = self._norm_va(va)
+        size = int(size)
+        ps = int(page_size)
+        if size <= 0 or va % ps or size % ps:
+            raise MmuError(f"map({va:#x}, {size:#x}): address and size must be positive multiples "
+                           f"of the page size {_page_size_name(ps)}")
+        if va + size > 1 << self._va_bits:
+            raise MmuError(f"map({va:#x}, {size:#x}) runs past the top of the address space")
+        npages = size // ps
+        if pa is None:
+            first = self.alloc(size, align=ps)
+            pas = np.uint64(first) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
+        elif np.ndim(pa) == 0:
+            pa = int(pa)
+            if pa % ps or pa < 0:
+                raise MmuError(f"pa {pa:#x} is not aligned to the page size {_page_size_name(ps)}")
+            pas = np.uint64(pa) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
+        else:
+            pas = np.asarray(pa, dtype=np.uint64).reshape(-1)
+            if pas.shape[0] != npages:
+                raise MmuError(f"pa has {pas.shape[0]} frames for {npages} pages")
+            if np.any(pas % np.uint64(ps)):
+                raise MmuError(f"every frame in pa must be aligned to {_page_size_name(ps)}")
+        flags = self._leaf_bits(level, writable=writable, user=user, nx=nx, pkey=pkey, pwt=pwt,
+                                pcd=pcd, pat=pat, global_=global_, accessed=accessed, dirty=dirty)
+        vals = self._frame_bits(pas, level) | np.uint64(flags)
+        vas = np.uint64(va) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
+        self._install(vas, vals, level, asid)
+        return pas
+
+    def _install(self, vas: np.ndarray, vals: np.ndarray, level: int, asid: int) -> None:
+        root = self.roots[asid]
+        pae = self.role.mode is PagingMode.PAE
+        table_flags = B.PT_PRESENT | B.PT_WRITABLE | B.PT_USER
+        top_flags = B.PT_PRESENT if pae else table_flags
+        vas_i = vas.view(np.int64)
+        vals_i = vals.view(np.int64)
+        status = np.zeros(vas.shape[0], dtype=np.uint8)
+        done = 0
+        while done < vas.shape[0]:
+            nxt, stop = K.map_leaves(self._ram, self.ram_base, root, vas_i[done:], vals_i[done:],
+                                     level, self._top, self._pte, self._bits, self._addr_mask,
+                                     table_flags, top_flags, pae, int(self.format.leaf_levels),
+                                     self._next, self._limit, status[done:])
+            self._next = int(nxt)
+            bad = np.flatnonzero(status[done:done + stop] != K.S_OK)
+            if bad.size:
+                j = done + int(bad[0])
+                why = {K.S_LARGE_ABOVE: "a large page above it covers that address: unmap it first",
+                       K.S_TABLE_BELOW: "a page table is mapped there: unmap the smaller pages first",
+                       K.S_OUTSIDE: "an existing entry on the way points outside guest RAM"}
+                raise MmuError(f"cannot map {int(vas[j]):#x}: {why[int(status[j])]} "
+                               f"({int(bad.size)} page(s) of this call not mapped)")
+            done += int(stop)
+            if done < vas.shape[0]:
+                raise MmuError(f"guest RAM exhausted while building tables at {int(vas[done]):#x} "
+                               f"(RAM {self.ram_size:#x} bytes, {self.allocated:#x} used); "
+                               f"use a larger ram_size")
+
+    def _update(self, va: int, size: int, and_mask: int, or_mask: int, asid: int, what: str) -> int:
+        va = self._norm_va(va)
+        size = int(size)
+        if size <= 0 or va % 4096 or size % 4096:
+            raise MmuError(f"{what}({va:#x}, {size:#x}): address and size must be 4 KiB multiples")
+        st, at, pages = K.update_leaves(self._ram, self.ram_base, self.roots[asid], va, va + size,
+                                        self._top, self._pte, self._bits, self._addr_mask,
+                                        self.role.mode is PagingMode.PAE,
+                                        np.int64(np.uint64(and_mask & (2**64 - 1)).view(np.int64)),
+                                        np.int64(np.uint64(or_mask).view(np.int64)),
+                                        int(self.format.leaf_levels))
+        if st != 0:
+            raise MmuError(f"{what}({va:#x}, {size:#x}) cuts the large page at {int(at):#x}; "
+                           f"{what} whole large pages (pages before it were already changed)")
+        return int(pages)
+
+    def unmap(self, va: int, size: int, *, asid: int = 0) -> int:
+        """Clear every leaf in ``[va, va + size)``; returns how many leaves were cleared.
+        Tables are kept (as Linux keeps them); their frames are not reused."""
+        return self._update(va, size, 0, 0, asid, "unmap")
+
+    def protect(self, va: int, size: int, *, writable: bool | None = None, user: bool | None = None,
+                nx: bool | None = None, pkey: int | None = None, asid: int = 0) -> int:
+        """Change the rights of every present leaf in ``[va, va + size)``; None leaves a
+        right as it is. Returns how many leaves changed."""
+        and_mask, or_mask = (1 << 64) - 1, 0
+        for flag, bit in ((writable, B.PT_WRITABLE), (user, B.PT_USER)):
+            if flag is not None:
+                and_mask &= ~bit
+                or_mask |= bit if flag else 0
+        if nx is not None:
+            if nx and (self._pte == 4 or not self.role.nxe):
+                raise MmuError("nx=True needs 64-bit entries and EFER.NXE=1")
+            and_mask &= ~B.PT_NX
+            or_mask |= B.PT_NX if nx else 0
+        if pkey is not None:
+            if self._pte == 4 or self.role.mode is PagingMode.PAE or not 0 <= pkey <= 15:
+                raise MmuError("pkey must be 0..15 and needs 4- or 5-level paging")
+            and_mask &= ~B.PT_PKEY_MASK
+            or_mask |= int(pkey) << B.PT_PKEY_SHIFT
+        return self._update(va, size, and_mask & ((1 << 64) - 1), or_mask, asid, "protect")
+
+    # -- single entries (tests, what-if, teaching) ------------------------------------------------
+    def entry_address(self, va: int, level: int, asid: int = 0) -> int:
+        """Physical address of the entry that maps ``va`` at ``level`` (the tables above must
+        exist and be present). PAE level 3 is the PDPTE in the PDPT page."""
+        va = self._norm_va(va)
+        if not 1 <= level <= self._top:
+            raise MmuError(f"level must be 1..{self._top}")
+        table = self.roots[asid]
+        for lvl in range(self._top, level - 1, -1):
+            shift = 12 + (lvl - 1) * self._bits
+            ea = table + ((va >> shift) & ((1 << self._bits) - 1)) * self._pte
+            if lvl == level:
+                return ea
+            e = self.read_entry_at(ea)
+            if not e & B.PT_PRESENT:
+                raise MmuError(f"no table below level {lvl} for {va:#x} (entry at {ea:#x} is not present)")
+            if lvl <= 3 and e & B.PT_PAGE_SIZE and not (self.role.mode is PagingMode.PAE and lvl == 3):
+                raise MmuError(f"{va:#x} is mapped by a large page at level {lvl}")
+            table = e & self._addr_mask
+        raise AssertionError("unreachable")
+
+    def read_entry_at(self, addr: int) -> int:
+        return self.mem.read_u32(addr) if self._pte == 4 else self.mem.read_u64(addr)
+
+    def write_entry_at(self, addr: int, value: int) -> None:
+        (self.mem.write_u32 if self._pte == 4 else self.mem.write_u64)(addr, value)
+
+    def get_entry(self, va: int, level: int, asid: int = 0) -> int:
+        return self.read_entry_at(self.entry_address(va, level, asid))
+
+    def set_entry(self, va: int, level: int, value: int | None = None, *, set_bits: int = 0,
+                  clear_bits: int = 0, asid: int = 0) -> int:
+        """Overwrite (``value``) or edit (``set_bits``/``clear_bits``) one entry, without any
+        check: this is how to build reserved bits, loops and odd upper-level rights.
+        Returns the new value."""
+        ea = self.entry_address(va, level, asid)
+        old = self.read_entry_at(ea)
+        new = old if value is None else int(value)
+        new = (new | set_bits) & ~clear_bits
+        self.write_entry_at(ea, new)
+        return new
+
+    def pdptes(self, asid: int = 0) -> np.ndarray:
+        """The four PAE PDPTEs of an address space as they are in memory."""
+        if self.role.mode is not PagingMode.PAE:
+            raise MmuError("PDPTEs exist only in PAE paging")
+        root = self.roots[asid]
+        return np.array([self.mem.read_u64(root + 8 * i) for i in range(4)], dtype=np.uint64)
+
+    # -- walking what was built -----------------------------------------------------------------
+    def walker(self, *, semantics: str = "hardware", pkru: int = 0):
+        """A :class:`~vecmmu.walk.PageWalk` over these tables (every address space)."""
+        from .walk import PageWalk
+        return PageWalk(self.role, self.mem, cr3=[self.cr3(a) for a in range(len(self.roots))],
+                        semantics=semantics, pkru=pkru)
+
+    def __repr__(self) -> str:
+        return (f"Mmu({self.role}, {len(self.roots)} address space(s), "
+                f"{self.allocated:#x} of {self.ram_size:#x} bytes of RAM allocated)")

@@ -1,0 +1,172 @@
+"""Translation results: one typed record of equal-length arrays, with ``to_frame()``.
+
+One row per translation. An access that crosses a 4 KiB boundary is two rows (``part`` 0
+and 1) with the same ``access`` index; otherwise row i is access i.
+
+============ ===== ===================================================================
+column       dtype meaning
+============ ===== ===================================================================
+access       i8    index of the access in the batch
+part         u1    0, or 1 for the second page of a page-crossing access
+addr         u8    linear address translated (32-bit modes: truncated to 32 bits by the walk)
+asid         u4    address space
+kind, user   u1    from the batch
+gpa          u8    guest-physical address (valid when ``has_gpa``)
+fault        u1    :class:`vecmmu.bits.Fault`
+error_code   u8    #PF error code (P W U RSVD I/D PK); 0 for other classes
+fault_level  u1    level of the failing entry (leaf level for permission faults; level of
+                   the unbacked table read; 0 for #GP and an unbacked final address)
+entry_addr   u8    the failing entry's address (the leaf on success; the unbacked
+entry_value  u8    address for UNBACKED) and value
+leaf_level   u1    1 = 4 KiB, 2 = 2/4 MiB, 3 = 1 GiB; 0 when no leaf was reached
+page_shift   u1    log2 of the page size (0 when no leaf)
+acc          u1    accumulated ACC rights (READ=1 WRITE=2 USER=4 EXEC=8)
+pkey         u1    protection key of the leaf (64-bit formats)
+refs         u1    paging-structure entries read from memory
+============ ===== ===================================================================
+
+``trace_addr`` / ``trace_value`` (shape ``(n, 5)``, column ``level - 1``, -1 where no entry
+was read at that level) are present when the walk was asked for a trace.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .bits import FAULT_NAMES, Fault
+
+COLUMNS = ("access", "part", "addr", "asid", "kind", "user", "gpa", "fault", "error_code",
+           "fault_level", "entry_addr", "entry_value", "leaf_level", "page_shift", "acc", "pkey",
+           "refs")
+
+FAULT_CATEGORIES = pd.CategoricalDtype([FAULT_NAMES[f.value] for f in Fault], ordered=False)
+KIND_CATEGORIES = pd.CategoricalDtype(["read", "write", "fetch"])
+PRIV_CATEGORIES = pd.CategoricalDtype(["supervisor", "user"])
+PAGE_SIZE_CATEGORIES = pd.CategoricalDtype(["4K", "2M", "4M", "1G"], ordered=True)
+_SHIFT_CODE = np.full(64, -1, dtype=np.int8)
+_SHIFT_CODE[12], _SHIFT_CODE[21], _SHIFT_CODE[22], _SHIFT_CODE[30] = 0, 1, 2, 3
+_FAULT_CODE = np.full(256, -1, dtype=np.int8)
+for _j, _f in enumerate(Fault):
+    _FAULT_CODE[_f.value] = _j
+
+
+def _u64(values: np.ndarray, valid: np.ndarray | None = None) -> pd.arrays.IntegerArray:
+    values = np.ascontiguousarray(values).view(np.uint64)
+    mask = np.zeros(values.shape, dtype=bool) if valid is None else ~valid
+    return pd.arrays.IntegerArray(values, mask)
+
+
+def acc_string(acc: np.ndarray) -> np.ndarray:
+    """'rwux'-style strings for ACC values (``-`` where a right is missing)."""
+    table = np.array(["".join(c if a & b else "-" for c, b in zip("rwux", (1, 2, 4, 8)))
+                      for a in range(16)])
+    return table[np.asarray(acc, dtype=np.int64) & 15]
+
+
+class Translation:
+    """Results of one batch translation; columns are attributes (numpy arrays)."""
+
+    def __init__(self, cols: dict, trace: tuple | None = None, *, mode_name: str = "",
+                 semantics: str = "hardware"):
+        n = {len(v) for v in cols.values()}
+        if len(n) != 1:
+            raise ValueError("result columns differ in length")
+        self._cols = cols
+        self.trace_addr, self.trace_value = trace if trace is not None else (None, None)
+        self.mode_name = mode_name
+        self.semantics = semantics
+
+    def __getattr__(self, name):
+        cols = self.__dict__.get("_cols")
+        if cols is not None and name in cols:
+            return cols[name]
+        raise AttributeError(name)
+
+    def __len__(self) -> int:
+        return len(self._cols["addr"])
+
+    # -- derived columns ---------------------------------------------------------------------
+    @property
+    def has_gpa(self) -> np.ndarray:
+        """Rows with a guest-physical address: success, or an unbacked final address."""
+        f = self._cols["fault"]
+        return (f == Fault.NONE) | ((f == Fault.UNBACKED) & (self._cols["fault_level"] == 0))
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self._cols["fault"] == Fault.NONE
+
+    @property
+    def page_size(self) -> np.ndarray:
+        s = self._cols["page_shift"].astype(np.uint64)
+        return np.where(s > 0, np.uint64(1) << s, np.uint64(0))
+
+    @property
+    def cr2(self) -> np.ndarray:
+        """CR2 of each #PF (the linear address); 0 elsewhere."""
+        return np.where(self._cols["fault"] == Fault.PF, self._cols["addr"], np.uint64(0))
+
+    def columns(self) -> dict:
+        return dict(self._cols)
+
+    # -- pandas ---------------------------------------------------------------------------------
+    def to_frame(self) -> pd.DataFrame:
+        """A tidy DataFrame, one row per translation.
+
+        Addresses are ``UInt64`` with ``<NA>`` where they do not exist (``gpa`` on a
+        fault, ``cr2`` unless #PF, ``entry_*`` when no entry was involved); fault class,
+        access kind, privilege and page size are categoricals.
+        """
+        c = self._cols
+        fault = c["fault"]
+        pf = fault == Fault.PF
+        entry_valid = (c["fault_level"] > 0) | (c["leaf_level"] > 0) | (fault == Fault.UNBACKED)
+        data = {
+            "access": c["access"],
+            "part": c["part"],
+            "asid": c["asid"],
+            "addr": _u64(c["addr"]),
+            "kind": pd.Categorical.from_codes(c["kind"].astype(np.int8), dtype=KIND_CATEGORIES),
+            "privilege": pd.Categorical.from_codes(c["user"].astype(np.int8), dtype=PRIV_CATEGORIES),
+            "fault": pd.Categorical.from_codes(_FAULT_CODE[fault], dtype=FAULT_CATEGORIES),
+            "gpa": _u64(c["gpa"], self.has_gpa),
+            "error_code": _u64(c["error_code"]),
+            "cr2": _u64(c["addr"], pf),
+            "fault_level": c["fault_level"],
+            "entry_addr": _u64(c["entry_addr"], entry_valid),
+            "entry_value": _u64(c["entry_value"], entry_valid & (fault != Fault.UNBACKED)),
+            "leaf_level": c["leaf_level"],
+            "page_size": pd.Categorical.from_codes(_SHIFT_CODE[c["page_shift"]], dtype=PAGE_SIZE_CATEGORIES),
+            "rights": acc_string(c["acc"]),
+            "acc": c["acc"],
+            "pkey": c["pkey"],
+            "refs": c["refs"],
+        }
+        return pd.DataFrame(data, copy=False)
+
+    def trace_frame(self) -> pd.DataFrame:
+        """The per-level trace in long form: (access, part, level, entry_addr, entry_value)."""
+        if self.trace_addr is None:
+            raise ValueError("this result has no trace: translate(..., trace=True)")
+        rows, cols = np.nonzero(self.trace_addr >= 0)
+        return pd.DataFrame({
+            "access": self._cols["access"][rows],
+            "part": self._cols["part"][rows],
+            "level": (cols + 1).astype(np.uint8),
+            "entry_addr": _u64(self.trace_addr[rows, cols]),
+            "entry_value": _u64(self.trace_value[rows, cols]),
+        }).sort_values(["access", "part", "level"], ascending=[True, True, False], ignore_index=True)
+
+    def summary(self) -> pd.DataFrame:
+        """Counts by fault class and access kind (a first look; see vecmmu.analysis later)."""
+        df = self.to_frame()
+        out = (df.groupby(["fault", "kind", "privilege"], observed=True).size()
+               .rename("count").reset_index())
+        out["share"] = out["count"] / max(len(df), 1)
+        return out
+
+    def __repr__(self) -> str:
+        f = self._cols["fault"]
+        counts = ", ".join(f"{FAULT_NAMES[int(v)]}: {int(n)}" for v, n in
+                           zip(*np.unique(f, return_counts=True)))
+        return f"Translation({len(self)} rows, {self.mode_name}, {self.semantics}; {counts})"
