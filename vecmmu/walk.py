@@ -266,7 +266,7 @@ class PageWalk:
             for p in range(passes):
                 for lo in range(0, n, chunk):
                     hi = min(n, lo + chunk)
-                    if tr is not None:
+                    if tr is not None and p == 0:
                         t = (tr[0][lo:hi], tr[1][lo:hi])
                     elif need_trace:
                         t = (np.empty((hi - lo, 5), np.int64), np.empty((hi - lo, 5), np.int64))

@@ -273,18 +273,22 @@ def apply_ad(af, o_fault, o_level, o_eaddr, o_eval, o_leaf, tr_addr, tr_val, pte
             lowest = 6
         else:
             lowest = o_level[i] + 1
-        for level in range(5, 0, -1):
+        if refresh:        # the values this walk saw: flags of earlier accesses, not its own
+            for level in range(5, 0, -1):
+                ea = tr_addr[i, level - 1]
+                if ea < 0:
+                    continue
+                ok, cur = read_phys(slot_base, slot_end, slot_backing, slot_offset, backings, ea, pte_size)
+                if ok:
+                    tr_val[i, level - 1] = cur
+                    if o_eaddr[i] == ea and f != F_UNBACKED:
+                        o_eval[i] = cur
+        for level in range(5, lowest - 1, -1):
             ea = tr_addr[i, level - 1]
             if ea < 0:
                 continue
             ok, cur = read_phys(slot_base, slot_end, slot_backing, slot_offset, backings, ea, pte_size)
             if not ok:
-                continue
-            if refresh:
-                tr_val[i, level - 1] = cur
-                if o_eaddr[i] == ea and f != F_UNBACKED:
-                    o_eval[i] = cur
-            if level < lowest:
                 continue
             new = cur | A_BIT
             if success and level == o_leaf[i] and (af[i] & AF_WRITE) != 0:
