@@ -1,4 +1,4 @@
-"""Golden cases for tests/reference.py, worked by hand from the Intel SDM Vol. 3 ch. 4
+"""Golden cases, worked by hand from the Intel SDM Vol. 3 ch. 4
 (and the readings in ../shared/reference/kvm-vs-hardware.md).
 
 Each case builds a tiny dict-backed physical memory, states the expected values literally,
@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import pytest
 
-from reference import GPFault, UnbackedError, load_pdptes, translate
+import sys
+
+import kernel_adapter
+import reference
+from reference import GPFault, UnbackedError, load_pdptes, translate  # noqa: F401 (patched below)
 
 FOUR_GIB = ((0, 1 << 32),)
 KEYS = {"fault", "gpa", "error_code", "cr2", "fault_level", "entry_addr", "entry_value",
@@ -29,14 +33,39 @@ XD = 1 << 63
 READ, WRITE, FETCH = 0, 1, 2
 
 
+class DictMemory:
+    """read(addr, n) over a dict of bytes; None outside the backed ranges. Callable like
+    the reference's ``read``; the kernel adapter builds a PhysMem from ``data``/``backed``."""
+
+    def __init__(self, data, backed):
+        self.data, self.backed = data, backed
+
+    def __call__(self, a, n):
+        if not any(lo <= a and a + n <= hi for lo, hi in self.backed):
+            return None
+        return sum(self.data.get(a + i, 0) << (8 * i) for i in range(n))
+
+
 def memory(entries, width=8, backed=FOUR_GIB):
     """read(addr, n) over {addr: value} entries of `width` bytes; None outside `backed`."""
     data = {}
     for addr, value in entries.items():
         for i in range(width):
             data[addr + i] = (value >> (8 * i)) & 0xFF
-    return lambda a, n: (sum(data.get(a + i, 0) << (8 * i) for i in range(n))
-                         if any(lo <= a and a + n <= hi for lo, hi in backed) else None)
+    return DictMemory(data, backed)
+
+
+@pytest.fixture(autouse=True, params=["reference", "kernel"])
+def implementation(request, monkeypatch):
+    """Every golden case runs on the reference walker and on the jitted kernel."""
+    mod = sys.modules[__name__]
+    if request.param == "reference":
+        monkeypatch.setattr(mod, "translate", reference.translate)
+        monkeypatch.setattr(mod, "load_pdptes", reference.load_pdptes)
+    else:
+        monkeypatch.setattr(mod, "translate", kernel_adapter.translate)
+        monkeypatch.setattr(mod, "load_pdptes", kernel_adapter.load_pdptes)
+    return request.param
 
 
 def access(addr, kind=READ, user=False, ac=False, implicit=False, stack=False):

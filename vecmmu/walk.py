@@ -207,13 +207,15 @@ class PageWalk:
             sel = acc
             t_addr = np.ascontiguousarray(addr)
         n = t_addr.shape[0]
-        af = (np.where(sel["kind"] == 1, K.AF_WRITE, 0) | np.where(sel["kind"] == 2, K.AF_FETCH, 0)
-              | (sel["user"].astype(np.int64) * K.AF_USER) | (sel["ac"].astype(np.int64) * K.AF_AC)
-              | (sel["implicit"].astype(np.int64) * K.AF_IMPLICIT)
-              | (sel["stack"].astype(np.int64) * K.AF_STACK)).astype(np.int64)
-        asids = np.ascontiguousarray(sel["asid"]).astype(np.int64)
+        kind = sel["kind"]
+        af = ((kind == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
+              | (kind == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
+              | sel["user"] * np.uint8(K.AF_USER) | sel["ac"] * np.uint8(K.AF_AC)
+              | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
         if len(self.cr3) == 1:
             asids = np.zeros(1, dtype=np.int64)
+        else:
+            asids = sel["asid"].astype(np.int64)
         if pkru is None:
             pk = self.pkru
         else:

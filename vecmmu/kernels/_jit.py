@@ -18,3 +18,9 @@ def jit(fn):
 def pjit(fn):
     """A batch driver whose outer loop is a ``prange``."""
     return numba.njit(parallel=True, **OPTIONS)(fn)
+
+
+def jit_inline(fn):
+    """A per-address helper inlined into its caller at the Numba IR level (no call with
+    dozens of array arguments in the hot loop)."""
+    return numba.njit(inline="always", **OPTIONS)(fn)

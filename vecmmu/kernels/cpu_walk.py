@@ -11,7 +11,7 @@ entry or of a linear address survives. Kernels never raise; they write status co
 """
 import numpy as np
 
-from ._jit import jit, pjit, prange
+from ._jit import jit, jit_inline, pjit, prange
 from .physmem import find_slot, load_le, read_phys, write_phys
 
 # Fault classes (vecmmu.bits.Fault)
@@ -54,11 +54,12 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
              root_level, pte_size, index_bits, va_bits, leaf_levels, fflags, addr_mask,
              nx_flip, exec_force, pse36_mask, pkru_mask, rsvd, perms, wopts,
              slot_base, slot_end, slot_backing, slot_offset, backings,
-             o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey,
-             o_refs, do_trace, tr_addr, tr_val):
-    """Walk one linear address and decide the access; write row ``i`` of the outputs.
+             do_trace, tr_addr, tr_val):
+    """Walk one linear address and decide the access (KVM: ``FNAME(walk_addr_generic)``
+    followed by ``permission_fault``).
 
-    KVM: ``FNAME(walk_addr_generic)`` + ``permission_fault``.
+    Returns ``(fault, error_code, fault_level, entry_addr, entry_value, leaf_level,
+    page_shift, acc, pkey, refs, gpa)``; writes row ``i`` of the trace when asked.
     """
     write = (af & AF_WRITE) != 0
     fetch = (af & AF_FETCH) != 0
@@ -74,18 +75,7 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
     ec_acc = pfec & (PF_W | PF_U)
     if fetch and (fflags & FMT_PFERR_FETCH) != 0:
         ec_acc |= PF_FETCH
-
-    o_gpa[i] = 0
-    o_fault[i] = F_NONE
-    o_ec[i] = 0
-    o_level[i] = 0
-    o_eaddr[i] = 0
-    o_eval[i] = 0
-    o_leaf[i] = 0
-    o_shift[i] = 0
-    o_acc[i] = 0
-    o_pkey[i] = 0
-    o_refs[i] = 0
+    zero = np.int64(0)
     if do_trace:
         for k in range(5):
             tr_addr[i, k] = -1
@@ -93,20 +83,17 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
 
     if root_level == 0:                                   # paging off: GPA = linear address
         gpa = addr & 0xFFFFFFFF
-        o_gpa[i] = gpa
-        o_acc[i] = 15
         if (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
-            o_fault[i] = F_UNBACKED
-            o_eaddr[i] = gpa
-        return
+            return F_UNBACKED, zero, zero, gpa, zero, zero, zero, np.int64(15), zero, zero, gpa
+        return F_NONE, zero, zero, zero, zero, zero, zero, np.int64(15), zero, zero, gpa
 
     if va_bits == 32:
         addr = addr & 0xFFFFFFFF
     else:                                                 # canonical: bits 63:va_bits-1 equal
         sh = 64 - va_bits
         if ((addr << sh) >> sh) != addr:
-            o_fault[i] = F_SS if (af & AF_STACK) != 0 else F_GP
-            return
+            f = F_SS if (af & AF_STACK) != 0 else F_GP
+            return f, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero
 
     level = root_level
     table = root
@@ -114,56 +101,33 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
         idx = (addr >> 30) & 3
         pdpte = pdptes[pdpte_row, idx]
         if (pdpte & 1) == 0:
-            o_fault[i] = F_PF
-            o_ec[i] = ec_acc
-            o_level[i] = 3
-            o_eaddr[i] = root + idx * 8
-            o_eval[i] = pdpte
-            return
+            return F_PF, ec_acc, np.int64(3), root + idx * 8, pdpte, zero, zero, zero, zero, zero, zero
         table = pdpte & addr_mask
         level = 2
 
     acc_raw = np.int64(-1)
-    refs = 0
-    pte = np.int64(0)
-    ea = np.int64(0)
+    refs = zero
+    pte = zero
+    ea = zero
     idx_mask = (np.int64(1) << index_bits) - 1
     while True:
         shift = 12 + (level - 1) * index_bits
         ea = table + ((addr >> shift) & idx_mask) * pte_size
         k = find_slot(slot_base, slot_end, ea, pte_size)
         if k < 0:                                         # table entry in no memslot
-            o_level[i] = level
-            o_eaddr[i] = ea
-            o_refs[i] = refs
-            if (wopts & W_KVM_UNBACKED) != 0:
-                o_fault[i] = F_PF
-                o_ec[i] = ec_acc
-            else:
-                o_fault[i] = F_UNBACKED
-            return
+            if (wopts & W_KVM_UNBACKED) != 0:             # K13: KVM reads it as not present
+                return F_PF, ec_acc, level, ea, zero, zero, zero, zero, zero, refs, zero
+            return F_UNBACKED, zero, level, ea, zero, zero, zero, zero, zero, refs, zero
         pte = load_le(backings[slot_backing[k]], slot_offset[k] + (ea - slot_base[k]), pte_size)
         refs += 1
         if do_trace:
             tr_addr[i, level - 1] = ea
             tr_val[i, level - 1] = pte
         if (pte & 1) == 0:                                # not present
-            o_fault[i] = F_PF
-            o_ec[i] = ec_acc
-            o_level[i] = level
-            o_eaddr[i] = ea
-            o_eval[i] = pte
-            o_refs[i] = refs
-            return
+            return F_PF, ec_acc, level, ea, pte, zero, zero, zero, zero, refs, zero
         b7 = (pte >> 7) & 1
         if (pte & rsvd[b7, level - 1]) != 0:             # reserved bit set
-            o_fault[i] = F_PF
-            o_ec[i] = ec_acc | PF_P | PF_RSVD
-            o_level[i] = level
-            o_eaddr[i] = ea
-            o_eval[i] = pte
-            o_refs[i] = refs
-            return
+            return F_PF, ec_acc | PF_P | PF_RSVD, level, ea, pte, zero, zero, zero, zero, refs, zero
         acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
         if level == 1 or (b7 != 0 and ((leaf_levels >> level) & 1) != 0):
             break
@@ -172,18 +136,10 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
 
     # leaf reached: rights, pkey, permission decision
     acc = (acc_raw & 7) | ((acc_raw >> 60) & 8)           # P->READ, W, U, bit 63 (not XD) -> EXEC
-    pkey = np.int64(0)
+    pkey = zero
     if (fflags & FMT_64BIT) != 0:
         pkey = (pte >> 59) & 15
     page_shift = 12 + (level - 1) * index_bits
-    o_level[i] = level
-    o_leaf[i] = level
-    o_shift[i] = page_shift
-    o_acc[i] = acc
-    o_pkey[i] = pkey
-    o_eaddr[i] = ea
-    o_eval[i] = pte
-    o_refs[i] = refs
 
     not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
     row = (pfec + (np.int64(not_smap) << 3)) >> 1
@@ -196,21 +152,16 @@ def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru,
             ec |= PF_PK
             fault = 1
     if fault != 0:
-        o_fault[i] = F_PF
-        o_ec[i] = ec
-        return
+        return F_PF, ec, level, ea, pte, level, page_shift, acc, pkey, refs, zero
 
     offset_mask = (np.int64(1) << page_shift) - 1
     frame = pte & addr_mask & ~offset_mask
     if pse36_mask != 0 and level == 2:                    # 32-bit 4 MiB page: PSE-36 bits
         frame |= ((pte >> 13) & pse36_mask) << 32
     gpa = frame | (addr & offset_mask)
-    o_gpa[i] = gpa
-    o_level[i] = 0
     if (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
-        o_fault[i] = F_UNBACKED
-        o_eaddr[i] = gpa
-        o_eval[i] = 0
+        return F_UNBACKED, zero, zero, gpa, zero, level, page_shift, acc, pkey, refs, gpa
+    return F_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs, gpa
 
 
 @pjit
@@ -240,12 +191,12 @@ def cpu_translate(addr, af, asid, pkru, roots, pdptes, params, rsvd, perms, wopt
     for i in prange(n):
         a = asid[i] if per_asid else asid[0]
         pk = pkru[i] if per_pkru else pkru[0]
-        walk_x86(i, addr[i], af[i], roots[a], pdptes, a, pk,
-                 root_level, pte_size, index_bits, va_bits, leaf_levels, fflags, addr_mask,
-                 nx_flip, exec_force, pse36_mask, pkru_mask, rsvd, perms, wopts,
-                 slot_base, slot_end, slot_backing, slot_offset, backings,
-                 o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift, o_acc,
-                 o_pkey, o_refs, do_trace, tr_addr, tr_val)
+        (o_fault[i], o_ec[i], o_level[i], o_eaddr[i], o_eval[i], o_leaf[i], o_shift[i], o_acc[i],
+         o_pkey[i], o_refs[i], o_gpa[i]) = walk_x86(
+            i, addr[i], af[i], roots[a], pdptes, a, pk,
+            root_level, pte_size, index_bits, va_bits, leaf_levels, fflags, addr_mask,
+            nx_flip, exec_force, pse36_mask, pkru_mask, rsvd, perms, wopts,
+            slot_base, slot_end, slot_backing, slot_offset, backings, do_trace, tr_addr, tr_val)
 
 
 @jit
