@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))     # reference.py, the slow oracle
 
 import vecmmu  # noqa: E402
 from vecmmu import Mmu, make_accesses  # noqa: E402
@@ -194,7 +195,8 @@ class KernelDirect:
         mem = w.mem.kernel_args()
         self.slot = (mem[0].view(np.int64), mem[1].view(np.int64), mem[2], mem[3], mem[5])
         self.fmt = (w.format.params(), w.format.rsvd_table(), w.format.perm_table())
-        self.w, self.addr, self.af = w, addr, af
+        # the access-flag word as PageWalk.translate passes it (uint8 since 4bcab4c)
+        self.w, self.addr, self.af = w, addr, np.ascontiguousarray(af, dtype=np.uint8)
         n = addr.shape[0]
         self.outs = [np.empty(n, np.int64), np.empty(n, np.uint8), np.empty(n, np.int64),
                      np.empty(n, np.uint8), np.empty(n, np.int64), np.empty(n, np.int64),

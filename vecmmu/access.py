@@ -50,7 +50,7 @@ def _kind_array(kind, n: int) -> np.ndarray:
         for j, u in enumerate(uniq):
             if u not in _KIND_WORDS:
                 bad = int(np.flatnonzero(inv == j)[0])
-                raise ValueError(f"kind[{bad}] = {flat[bad]!r} is not one of read/write/fetch")
+                raise ValueError(f"kind[{bad}] = {str(flat[bad])!r} is not one of read/write/fetch")
             out[inv == j] = _KIND_WORDS[u]
         arr = out
     elif arr.dtype.kind not in "iub":

@@ -1,0 +1,140 @@
+"""PageFormat generators and CpuRole decoding, with hand-worked values."""
+import numpy as np
+import pytest
+
+from vecmmu import FORMAT_DTYPE, CpuRole, PageFormat, PageWalk, PhysMem, RegisterError
+from vecmmu import bits as B
+from vecmmu.format import permission_table, pkru_bitmask, reserved_bits_masks
+
+W, U, O, F = 1, 2, 4, 8          # row-index bits (pfec >> 1)
+R_, W_, U_, X_ = 1, 2, 4, 8      # ACC bits
+
+
+def faults(table, row, acc):
+    return bool((int(table[row]) >> acc) & 1)
+
+
+pytestmark = pytest.mark.nojit
+
+
+def test_permission_table_is_u16_with_16_rows():
+    t = permission_table(smep=True, smap=True, wp=True, nx=True)
+    assert t.dtype == np.uint16 and t.shape == (16,)
+
+
+def test_worked_checks_from_the_semantics_doc():
+    t = permission_table(smap=True, wp=True, nx=True)
+    assert faults(t, 0, R_ | W_ | U_)               # supervisor read of a user page, SMAP
+    assert not faults(t, O, R_ | W_ | U_)           # the same with AC=1 (override slot)
+    t0 = permission_table(wp=False, nx=True)
+    assert not faults(t0, W, R_ | U_)               # WP=0: supervisor write ignores W
+    assert faults(t0, W | U, R_ | U_)               # ... user writes do not
+    assert faults(permission_table(wp=True), W, R_ | U_)
+
+
+def test_nx_smep_and_user_terms():
+    t = permission_table(smep=True, nx=True)
+    assert faults(t, F, R_ | U_ | X_)               # SMEP: supervisor fetch from user page
+    assert not faults(t, F | U, R_ | U_ | X_)
+    assert faults(t, F | U, R_ | U_)                # NX
+    assert not faults(permission_table(nx=False), F | U, R_ | U_)   # NXE=0: XD ignored
+    assert faults(t, U, R_ | W_ | X_)               # user access to a supervisor page
+
+
+def test_ept_table_uses_xu_for_user_fetches_under_mbec():
+    t = permission_table(tdp=True, ept=True, smep=True)
+    assert faults(t, F | U, R_ | X_)                # XS only: user-mode fetch faults
+    assert not faults(t, F, R_ | X_)                # supervisor-mode fetch allowed
+    assert faults(t, 0, W_ | X_)                    # EPT reads need R
+
+
+def test_pkru_mask_bits():
+    m = pkru_bitmask(pke=True, wp=True)
+    off = lambda pfec, page_user: pfec + (8 if page_user else 0)  # noqa: E731
+    assert (m >> off(0, True)) & 3 == 1             # read of user page: AD applies
+    assert (m >> off(2, True)) & 3 == 3             # write: AD and WD
+    assert (m >> off(16, True)) & 3 == 0            # fetch: never
+    assert (m >> off(0, False)) & 3 == 0            # supervisor page: never (no PKS)
+    m0 = pkru_bitmask(pke=True, wp=False)
+    assert (m0 >> off(2, True)) & 3 == 1            # WP=0 supervisor write: WD ignored
+    assert (m0 >> off(6, True)) & 3 == 3            # user write: WD applies
+    assert pkru_bitmask(pke=False, wp=True) == 0
+
+
+def test_reserved_masks_4level():
+    role = CpuRole.for_mode("4level", maxphyaddr=40, nxe=False, gbpages=False, vendor="amd")
+    m = reserved_bits_masks(role)
+    hi = B.bits(51, 40) | B.PT_NX
+    assert int(m[0][0]) == hi and int(m[1][0]) == hi
+    assert int(m[1][1]) == hi | B.bits(20, 13)
+    assert int(m[1][2]) == hi | B.bits(7, 7) | B.bits(29, 13)
+    assert int(m[0][3]) == hi | B.bits(8, 7)        # AMD: PML4E bits 8:7
+    assert int(m[0][4]) == 0                        # no level 5 in 4-level paging
+
+
+def test_reserved_masks_pse36_hardware_vs_kvm():
+    role = CpuRole.for_mode("32bit", maxphyaddr=40)
+    assert int(reserved_bits_masks(role, "hardware")[1][1]) == B.bits(21, 21)
+    assert int(reserved_bits_masks(role, "kvm")[1][1]) == B.bits(21, 17)
+    assert int(reserved_bits_masks(role.replace(maxphyaddr=36))[1][1]) == B.bits(21, 17)
+
+
+def test_format_is_memoised_record_and_stacks():
+    role = CpuRole.for_mode("4level", smap=True)
+    f = PageFormat.for_cpu(role)
+    assert PageFormat.for_cpu(role) is f
+    assert PageFormat.for_cpu(role, "kvm") is not f
+    assert f.record.dtype == FORMAT_DTYPE and not f.record.flags.writeable
+    stacked = np.stack([f.record, PageFormat.for_cpu(role.replace(wp=False)).record])
+    assert stacked.shape == (2,) and stacked["permissions"].shape == (2, 16)
+    assert "permissions" in f.describe()
+
+
+def test_io_flag_k5():
+    r32 = CpuRole.for_mode("32bit", nxe=True)
+    assert not PageFormat.for_cpu(r32).flags & 1            # hardware: no I/D
+    assert PageFormat.for_cpu(r32, "kvm").flags & 1         # KVM: NXE sets it
+
+
+@pytest.mark.parametrize("cr0,cr4,efer,msg", [
+    (B.CR0_PG, 0, 0, "PE"),
+    (B.CR0_PE, B.CR4_PAE, B.EFER_LMA, "PG"),
+    (B.CR0_PE | B.CR0_PG, 0, B.EFER_LME, "PAE"),
+])
+def test_invalid_register_combinations(cr0, cr4, efer, msg):
+    with pytest.raises(RegisterError, match=msg):
+        CpuRole.from_regs(cr0, cr4, efer)
+
+
+def test_la57_and_pke_ignored_outside_long_mode():
+    role = CpuRole.from_regs(B.CR0_PE | B.CR0_PG, B.CR4_PAE | B.CR4_LA57 | B.CR4_PKE, 0)
+    assert role.mode == B.PagingMode.PAE and not role.pke
+    assert PageFormat.for_cpu(role).pkru_mask == 0
+
+
+def test_lme_with_pg_is_long_mode_and_pcide_needs_it():
+    role = CpuRole.from_regs(B.CR0_PE | B.CR0_PG, B.CR4_PAE, B.EFER_LME)
+    assert role.mode == B.PagingMode.LEVEL4
+    with pytest.raises(RegisterError, match="PCIDE"):
+        CpuRole.from_regs(B.CR0_PE | B.CR0_PG, B.CR4_PAE | B.CR4_PCIDE, 0)
+
+
+def test_pcid_bits_of_cr3_are_not_address_bits():
+    mem = PhysMem.zeros(1 << 20)
+    role = CpuRole.for_mode("4level", pcide=True)
+    mem.write_u64(0x1000, 0x2003)
+    mem.write_u64(0x2000, 0x3003)
+    mem.write_u64(0x3000, 0x4003)
+    mem.write_u64(0x4000, 0x5003)
+    a = PageWalk(role, mem, 0x1000).translate([0x123])
+    b = PageWalk(role, mem, 0x1000 | 0xABC | (1 << 63)).translate([0x123])
+    assert int(a.gpa[0]) == int(b.gpa[0]) == 0x5123
+
+
+def test_bad_role_inputs():
+    with pytest.raises(RegisterError):
+        CpuRole.for_mode("4level", maxphyaddr=60)
+    with pytest.raises(ValueError, match="paging mode"):
+        CpuRole.for_mode("6level")
+    with pytest.raises(ValueError, match="semantics"):
+        PageFormat.for_cpu(CpuRole.for_mode("4level"), "qemu")

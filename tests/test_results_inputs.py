@@ -1,0 +1,104 @@
+"""Result frames, page-crossing accesses, and clear errors for bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from vecmmu import Fault, Mmu, PageWalk, PhysMem, make_accesses
+
+
+@pytest.fixture(scope="module")
+def guest():
+    mmu = Mmu.for_mode("4level", ram_size=64 << 20)
+    mmu.map(0x400000, 0x1000, pa=0x100000, user=True)
+    return mmu
+
+
+@pytest.mark.nojit
+def test_frame_types_and_na(guest):
+    r = guest.walker().translate([0x400010, 0x401000, 1 << 47], "read", user=True)
+    df = r.to_frame()
+    assert str(df["addr"].dtype) == "UInt64" and str(df["gpa"].dtype) == "UInt64"
+    assert isinstance(df["fault"].dtype, pd.CategoricalDtype)
+    assert list(df["fault"].astype(str)) == ["none", "#PF", "#GP"]
+    assert df["gpa"][0] == 0x100010 and df["gpa"].isna().tolist() == [False, True, True]
+    assert df["cr2"].isna().tolist() == [True, False, True] and df["cr2"][1] == 0x401000
+    assert df["entry_addr"].isna().tolist() == [False, False, True]
+    assert df["page_size"][0] == "4K" and df["page_size"].isna().tolist() == [False, True, True]
+    assert df["rights"][0] == "rwux"
+    assert list(df["kind"].astype(str)) == ["read"] * 3
+    assert list(df["privilege"].astype(str)) == ["user"] * 3
+
+
+def test_trace_frame(guest):
+    r = guest.walker().translate([0x400010], trace=True)
+    t = r.trace_frame()
+    assert list(t["level"]) == [4, 3, 2, 1]
+    assert int(t["entry_value"].iloc[-1]) & ~0xFFF == 0x100000
+    with pytest.raises(ValueError, match="trace=True"):
+        guest.walker().translate([0x400010]).trace_frame()
+
+
+def test_page_crossing_access_is_two_translations(guest):
+    r = guest.walker().translate([0x400ffe, 0x400100], "write", size=[4, 8], user=True)
+    assert list(r.access) == [0, 0, 1] and list(r.part) == [0, 1, 0]
+    assert list(r.fault) == [Fault.NONE, Fault.PF, Fault.NONE]
+    assert int(r.addr[1]) == 0x401000 and int(r.error_code[1]) == 0x6
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(kind="jump"), "read/write/fetch"),
+    (dict(kind=[0, 3]), "kind\\[1\\]"),
+    (dict(user=[0, 2]), "user\\[1\\]"),
+    (dict(size=0), "size"),
+    (dict(asid=[0, 5]), "asid\\[1\\] = 5"),
+    (dict(kind=["read", "wirte"]), "kind\\[1\\] = 'wirte'"),
+])
+def test_bad_access_fields(guest, kw, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        guest.walker().translate([0x400000, 0x400000], **kw)
+
+
+def test_bad_addresses_and_options(guest):
+    with pytest.raises(TypeError, match="addr"):
+        make_accesses(np.array([1.5]))
+    with pytest.raises(ValueError, match="ad must be"):
+        guest.walker().translate([0], ad="yes")
+    with pytest.raises(ValueError, match="pkru"):
+        guest.walker().translate([0, 1], pkru=[1, 2, 3])
+
+
+def test_dataframe_input(guest):
+    df = pd.DataFrame({"addr": [0x400000, 0x400000], "kind": ["write", "fetch"], "user": [1, 1]})
+    r = guest.walker().translate(df)
+    assert list(r.fault) == [Fault.NONE, Fault.NONE]
+
+
+def test_physmem_errors_and_readonly_ad():
+    mem = PhysMem.zeros(0x10000)
+    with pytest.raises(ValueError, match="overlaps"):
+        mem.add_slot(0x8000, np.zeros(0x10000, np.uint8))
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        mem.add_slot(0x20010, np.zeros(16, np.uint8))
+    with pytest.raises(IndexError, match="not inside one memslot"):
+        mem.read_u64(0xFFFC)
+    ro = np.zeros(0x10000, np.uint8)
+    ro.flags.writeable = False
+    rmem = PhysMem()
+    rmem.add_slot(0, ro)
+    from vecmmu import CpuRole
+    w = PageWalk(CpuRole.for_mode("4level"), rmem, 0x1000)
+    with pytest.raises(PermissionError, match="read-only"):
+        w.translate([0], ad="trace")
+    with pytest.raises(PermissionError):
+        rmem.write_u64(0, 1)
+
+
+def test_garbage_tables_give_defined_faults():
+    """All-ones entries and entries pointing past memory never crash."""
+    mem = PhysMem.zeros(0x10000)
+    mem.write(0, b"\xff" * 0x10000)
+    from vecmmu import CpuRole
+    for mode in ("32bit", "4level", "5level"):
+        w = PageWalk(CpuRole.for_mode(mode), mem, 0x1000)
+        r = w.translate(np.random.default_rng(0).integers(0, 1 << 32, 1000, dtype=np.uint64))
+        assert set(np.unique(r.fault)) <= {Fault.PF, Fault.UNBACKED}
