@@ -31,6 +31,14 @@ FMT_PFERR_FETCH = 1 << 0     # fetch faults report I/D (error-code bit 4)
 FMT_PKE = 1 << 1             # protection keys apply (CR4.PKE in long mode)
 FMT_64BIT = 1 << 2           # 64-bit entries (PAE, 4-level, 5-level)
 FMT_KVM = 1 << 3             # built for semantics="kvm"
+FMT_EPT = 1 << 4             # EPT entry layout (R/W/XS/XU, memory type, bad_mt_xwr)
+FMT_MBEC = 1 << 5            # EPT mode-based execute control: XU makes an entry present
+FMT_EPT_AD = 1 << 6          # EPTP bit 6: EPT A/D flags; guest table accesses are writes
+FMT_ADV_INFO = 1 << 7        # advanced VM-exit information (qualification bits 9-11)
+FMT_PDPTE_MEM = 1 << 8       # PAE: PDPTEs read from memory on every walk (NPT; AMD guests, R10)
+FMT_PDPTE_RSVD = 1 << 9      # ... and their reserved bits checked there (hardware reading, R10)
+FMT_NPT = 1 << 10            # AMD nested page tables (x86 layout, user accesses)
+FMT_GMET = 1 << 11           # NPT guest-mode execute trap: U/S restricts only fetches
 
 FORMAT_DTYPE = np.dtype([
     ("rsvd_bits_mask", "<u8", (2, 5)),   # [bit 7 of the entry][level - 1]
@@ -50,10 +58,10 @@ FORMAT_DTYPE = np.dtype([
     ("pse36_mask", "<u8"),               # 32-bit 4 MiB leaf: (pde >> 13) & mask gives PA bits 32+
 ])
 
-#: Layout of the small parameter vector that kernels receive (indices into it).
+#: Layout of the parameter tuple that kernels receive (indices into it).
 P_ROOT_LEVEL, P_PTE_SIZE, P_INDEX_BITS, P_VA_BITS, P_LEAF_LEVELS, P_FLAGS, P_ADDR_MASK, \
-    P_NX_FLIP, P_EXEC_FORCE, P_PSE36_MASK, P_PKRU_MASK = range(11)
-N_PARAMS = 11
+    P_NX_FLIP, P_EXEC_FORCE, P_PSE36_MASK, P_PKRU_MASK, P_BAD_MT_XWR = range(12)
+N_PARAMS = 12
 
 
 # --- generators (one function per KVM generator) ------------------------------------------
@@ -145,6 +153,36 @@ def reserved_bits_masks(role: CpuRole, semantics: str = "hardware") -> np.ndarra
     return m
 
 
+def ept_reserved_bits_masks(role) -> np.ndarray:
+    """``rsvd_bits_mask[2][5]`` for EPT (``__reset_rsvds_bits_mask_ept``)."""
+    m = np.zeros((2, 5), dtype=np.uint64)
+    hi = B.bits(51, role.maxphyaddr)
+    gb = B.bits(7, 7) if role.huge_level < 3 else 0
+    mb = B.bits(7, 7) if role.huge_level < 2 else 0
+    m[0][4] = m[1][4] = hi | B.bits(7, 3)
+    m[0][3] = m[1][3] = hi | B.bits(7, 3)
+    m[0][2] = hi | B.bits(6, 3) | gb
+    m[1][2] = hi | B.bits(29, 12) | gb                     # 1 GiB leaf (no PAT in EPT)
+    m[0][1] = hi | B.bits(6, 3) | mb
+    m[1][1] = hi | B.bits(20, 12) | mb                     # 2 MiB leaf
+    m[0][0] = m[1][0] = hi                                 # bit 7 ignored at level 1
+    return m
+
+
+def bad_mt_xwr_mask(execonly: bool) -> int:
+    """Bit ``(memtype << 3) | XWR`` set when that combination is an EPT misconfiguration:
+    memory types 2, 3 and 7; write-only (010) and write+execute (110); execute-only
+    (100) without execute-only support."""
+    mask = 0
+    for mt in (2, 3, 7):
+        mask |= 0xFF << (mt * 8)
+    for mt in range(8):
+        mask |= (1 << (mt * 8 + 0b010)) | (1 << (mt * 8 + 0b110))
+        if not execonly:
+            mask |= 1 << (mt * 8 + 0b100)
+    return mask
+
+
 def has_pferr_fetch(role: CpuRole, semantics: str = "hardware") -> bool:
     """Whether a fetch fault sets the I/D bit (K5)."""
     if semantics == "kvm":
@@ -173,11 +211,29 @@ class PageFormat:
         self._params = None
 
     @classmethod
-    def for_cpu(cls, role: CpuRole, semantics: str = "hardware") -> "PageFormat":
-        """The guest (cpu_walk) format for ``role``."""
-        if semantics not in SEMANTICS:
-            raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
-        return _cpu_format(role, semantics)
+    def for_cpu(cls, role: CpuRole, semantics: str = "hardware", *,
+                pdpte_from_memory: bool = False) -> "PageFormat":
+        """The guest (cpu_walk) format for ``role``. ``pdpte_from_memory``: PAE PDPTEs are
+        read from memory on every walk (an AMD guest under NPT, reading R10) instead of
+        coming from the PDPTE registers."""
+        _check_semantics(semantics)
+        return _cpu_format(role, semantics, bool(pdpte_from_memory))
+
+    @classmethod
+    def for_ept(cls, role, semantics: str = "hardware") -> "PageFormat":
+        """The EPT (tdp_walk) format for an :class:`~vecmmu.role.EptRole`."""
+        _check_semantics(semantics)
+        return _ept_format(role, semantics)
+
+    @classmethod
+    def for_npt(cls, role, semantics: str = "hardware") -> "PageFormat":
+        """The NPT (tdp_walk) format for an :class:`~vecmmu.role.NptRole`."""
+        _check_semantics(semantics)
+        return _npt_format(role, semantics)
+
+    @classmethod
+    def for_tdp(cls, role, semantics: str = "hardware") -> "PageFormat":
+        return cls.for_ept(role, semantics) if role.kind == "ept" else cls.for_npt(role, semantics)
 
     # field access reads like KVM
     def __getattr__(self, name):
@@ -190,17 +246,14 @@ class PageFormat:
     def flags(self) -> int:
         return int(self.record["flags"])
 
-    def params(self) -> np.ndarray:
-        """The int64 parameter vector kernels take (see ``P_*``)."""
+    def params(self) -> tuple:
+        """The format's scalars as the tuple of int64 kernels take (see ``P_*``)."""
         if self._params is None:
             r = self.record
-            p = np.zeros(N_PARAMS, dtype=np.uint64)
-            p[P_ROOT_LEVEL], p[P_PTE_SIZE], p[P_INDEX_BITS] = r["root_level"], r["pte_size"], r["index_bits"]
-            p[P_VA_BITS], p[P_LEAF_LEVELS], p[P_FLAGS] = r["va_bits"], r["leaf_levels"], r["flags"]
-            p[P_ADDR_MASK], p[P_NX_FLIP], p[P_EXEC_FORCE] = r["addr_mask"], r["nx_flip"], r["exec_force"]
-            p[P_PSE36_MASK], p[P_PKRU_MASK] = r["pse36_mask"], r["pkru_mask"]
-            self._params = p.view(np.int64)
-            self._params.flags.writeable = False
+            vals = [r["root_level"], r["pte_size"], r["index_bits"], r["va_bits"], r["leaf_levels"],
+                    r["flags"], r["addr_mask"], r["nx_flip"], r["exec_force"], r["pse36_mask"],
+                    r["pkru_mask"], r["bad_mt_xwr"]]
+            self._params = tuple(np.int64(np.uint64(int(v)).view(np.int64)) for v in vals)
         return self._params
 
     def rsvd_table(self) -> np.ndarray:
@@ -227,8 +280,13 @@ class PageFormat:
         return "\n".join(lines)
 
 
+def _check_semantics(semantics):
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+
+
 @functools.lru_cache(maxsize=256)
-def _cpu_format(role: CpuRole, semantics: str) -> PageFormat:
+def _cpu_format(role: CpuRole, semantics: str, pdpte_from_memory: bool = False) -> PageFormat:
     rec = np.zeros((), dtype=FORMAT_DTYPE)
     mode = role.mode
     rec["root_level"] = int(mode)
@@ -263,7 +321,46 @@ def _cpu_format(role: CpuRole, semantics: str) -> PageFormat:
         rec["nx_flip"] = B.PT_NX
         rec["exec_force"] = 0
         rec["leaf_levels"] = 0b111100                       # bit 7 ends the walk above level 1
+        if mode is PagingMode.PAE and pdpte_from_memory:
+            flags |= FMT_PDPTE_MEM
+            if semantics == "hardware":
+                flags |= FMT_PDPTE_RSVD
     rec["flags"] = flags
+    return PageFormat(rec, role, semantics)
+
+
+@functools.lru_cache(maxsize=64)
+def _ept_format(role, semantics: str) -> PageFormat:
+    rec = np.zeros((), dtype=FORMAT_DTYPE)
+    rec["root_level"] = role.levels
+    rec["maxphyaddr"] = role.maxphyaddr
+    rec["rsvd_bits_mask"] = ept_reserved_bits_masks(role)
+    rec["bad_mt_xwr"] = bad_mt_xwr_mask(role.execonly)
+    rec["permissions"] = permission_table(tdp=True, ept=True, smep=role.mbec)
+    rec["pte_size"], rec["index_bits"], rec["va_bits"] = 8, 9, role.gpa_bits
+    rec["addr_mask"] = B.bits(51, 12)
+    rec["leaf_levels"] = 0b1100
+    flags = FMT_EPT | FMT_64BIT | (FMT_KVM if semantics == "kvm" else 0)
+    flags |= (FMT_MBEC if role.mbec else 0) | (FMT_EPT_AD if role.ad else 0)
+    flags |= FMT_ADV_INFO if role.advanced_info else 0
+    rec["flags"] = flags
+    return PageFormat(rec, role, semantics)
+
+
+@functools.lru_cache(maxsize=64)
+def _npt_format(role, semantics: str) -> PageFormat:
+    cpu = role.cpu_role()
+    base = _cpu_format(cpu, semantics, True)
+    rec = base.record.copy()
+    rec["permissions"] = permission_table(tdp=True, smep=role.gmet, smap=False, wp=True, nx=role.nxe)
+    rec["pkru_mask"] = 0
+    flags = (int(rec["flags"]) & ~(FMT_PFERR_FETCH | FMT_PKE)) | FMT_NPT
+    flags |= FMT_GMET if role.gmet else 0
+    # #NPF I/D: hardware sets it for every code fetch (K7); KVM from L1's NXE or SMEP
+    if semantics == "hardware" or role.nxe or role.l1_smep:
+        flags |= FMT_PFERR_FETCH
+    rec["flags"] = flags
+    rec.flags.writeable = True
     return PageFormat(rec, role, semantics)
 
 

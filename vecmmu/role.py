@@ -161,3 +161,110 @@ class CpuRole:
         flags = [n for n in ("wp", "pse", "smep", "smap", "pke", "pcide", "nxe") if getattr(self, n)]
         return (f"CpuRole({B.MODE_NAMES[self.mode]}, {'+'.join(flags) or 'no flags'}, "
                 f"maxphyaddr={self.maxphyaddr}, {'1G' if self.gbpages else 'no 1G'}, {self.vendor})")
+
+
+# --- TDP roles (the nested walker's side: EPT on Intel, NPT on AMD) -----------------------
+
+@dataclass(frozen=True)
+class EptRole:
+    """What an EPT walk depends on besides the root: from EPTP and the VMX capabilities.
+
+    ``levels`` 4 or 5 (EPTP bits 5:3 = 3 or 4); ``ad`` = EPTP bit 6 (EPT A/D flags; guest
+    paging-structure accesses then count as writes); ``execonly`` = execute-only pages
+    supported (VMX EPT cap bit 0); ``mbec`` = mode-based execute control (XS = bit 2 for
+    supervisor-mode linear addresses, XU = bit 10 for user-mode ones); ``huge_level`` = the
+    largest leaf (1 = 4 KiB only, 2 = 2 MiB, 3 = 1 GiB); ``advanced_info`` = advanced
+    VM-exit information (exit-qualification bits 9-11; on whenever MBEC is, by default);
+    ``maxphyaddr`` = the host's.
+    """
+    levels: int = 4
+    ad: bool = False
+    execonly: bool = True
+    mbec: bool = False
+    huge_level: int = 3
+    advanced_info: bool | None = None
+    maxphyaddr: int = DEFAULT_MAXPHYADDR
+
+    def __post_init__(self):
+        if self.levels not in (4, 5):
+            raise RegisterError(f"EPT walk length must be 4 or 5 levels, got {self.levels}")
+        if self.huge_level not in (1, 2, 3):
+            raise RegisterError(f"huge_level must be 1, 2 or 3, got {self.huge_level}")
+        if not 32 <= int(self.maxphyaddr) <= 52:
+            raise RegisterError(f"maxphyaddr must be in 32..52, got {self.maxphyaddr}")
+        if self.advanced_info is None:
+            object.__setattr__(self, "advanced_info", bool(self.mbec))
+
+    kind = "ept"
+
+    @classmethod
+    def from_eptp(cls, eptp: int, **kw) -> "EptRole":
+        """Decode and check an EPTP value (the VM-entry checks, reading R8): memory type 0
+        (UC) or 6 (WB), walk length 4 or 5, bits 11:7 zero, no bit at or above MAXPHYADDR."""
+        eptp = int(eptp)
+        maxpa = int(kw.get("maxphyaddr", DEFAULT_MAXPHYADDR))
+        mt, walk = eptp & 7, ((eptp >> 3) & 7) + 1
+        if mt not in (0, 6):
+            raise RegisterError(f"EPTP={eptp:#x}: memory type {mt} is not UC (0) or WB (6)")
+        if walk not in (4, 5):
+            raise RegisterError(f"EPTP={eptp:#x}: walk length {walk} is not 4 or 5")
+        if eptp & B.bits(11, 7):
+            raise RegisterError(f"EPTP={eptp:#x}: bits 11:7 must be zero")
+        if eptp >> maxpa:
+            raise RegisterError(f"EPTP={eptp:#x}: bits above MAXPHYADDR ({maxpa}) are set")
+        return cls(levels=walk, ad=bool(eptp & (1 << 6)), **kw)
+
+    def eptp(self, root: int, memtype: int = 6) -> int:
+        """The EPTP value for a root table."""
+        return (int(root) & B.bits(51, 12)) | ((self.levels - 1) << 3) | (int(self.ad) << 6) | memtype
+
+    @property
+    def gpa_bits(self) -> int:
+        return 48 if self.levels == 4 else 57
+
+
+@dataclass(frozen=True)
+class NptRole:
+    """What an NPT walk depends on: L1's paging mode (from its CR4 and EFER), NXE, 1 GiB
+    support, GMET, and the host's MAXPHYADDR. NPT entries have the x86 64-bit format;
+    every NPT access is a user access (with GMET, U/S only restricts fetches)."""
+    mode: PagingMode = PagingMode.LEVEL4
+    nxe: bool = True
+    gbpages: bool = True
+    gmet: bool = False
+    l1_smep: bool = False          # only used by KVM's #NPF I/D rule (K7)
+    maxphyaddr: int = DEFAULT_MAXPHYADDR
+
+    kind = "npt"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mode", parse_mode(self.mode))
+        if self.mode not in (PagingMode.PAE, PagingMode.LEVEL4, PagingMode.LEVEL5):
+            raise RegisterError(f"nested paging in {B.MODE_NAMES[self.mode]} mode is not modelled "
+                                f"(PAE, 4-level and 5-level are)")
+        if not 32 <= int(self.maxphyaddr) <= 52:
+            raise RegisterError(f"maxphyaddr must be in 32..52, got {self.maxphyaddr}")
+
+    @classmethod
+    def from_regs(cls, cr4: int, efer: int, **kw) -> "NptRole":
+        """From L1's CR4 and EFER (vmcb01): LMA/LA57 choose 4 or 5 levels, else PAE."""
+        cr4, efer = int(cr4), int(efer)
+        if efer & B.EFER_LMA:
+            mode = PagingMode.LEVEL5 if cr4 & B.CR4_LA57 else PagingMode.LEVEL4
+        elif cr4 & B.CR4_PAE:
+            mode = PagingMode.PAE
+        else:
+            raise RegisterError(f"NPT with L1 CR4={cr4:#x} EFER={efer:#x}: 32-bit nested paging "
+                                f"is not modelled")
+        return cls(mode=mode, nxe=bool(efer & B.EFER_NXE),
+                   l1_smep=bool(cr4 & B.CR4_SMEP), **kw)
+
+    def cpu_role(self) -> CpuRole:
+        """The x86 role whose format NPT entries use (CR0.WP forced, no SMAP, no PKE;
+        SMEP replaced by GMET)."""
+        return CpuRole(mode=self.mode, wp=True, smep=self.gmet, nxe=self.nxe,
+                       maxphyaddr=self.maxphyaddr, gbpages=self.gbpages, vendor="amd")
+
+    @property
+    def gpa_bits(self) -> int:
+        return {PagingMode.PAE: 32, PagingMode.LEVEL4: 48, PagingMode.LEVEL5: 57}[self.mode]

@@ -59,6 +59,13 @@ def load_pdptes(mem: PhysMem, cr3: int, maxphyaddr: int = 52) -> np.ndarray:
     return out
 
 
+def _mem_tuple(mem: PhysMem) -> tuple:
+    """The memslot tuple kernels take: (slot_base, slot_end, slot_backing, slot_offset,
+    backings) with addresses as int64."""
+    k = mem.kernel_args()
+    return (k[0].view(np.int64), k[1].view(np.int64), k[2], k[3], k[5])
+
+
 @contextlib.contextmanager
 def _num_threads(threads):
     if threads is None:
@@ -250,9 +257,7 @@ class PageWalk:
         n = af.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")
-        mem = self.mem.kernel_args()
-        slot_base, slot_end = mem[0].view(np.int64), mem[1].view(np.int64)
-        slot_args = (slot_base, slot_end, mem[2], mem[3], mem[5])
+        memt = _mem_tuple(self.mem)
         params, rsvd, perms = self.format.params(), self.format.rsvd_table(), self.format.perm_table()
         addr_i = cols["addr"].view(np.int64)
         out_names = ("gpa", "fault", "error_code", "fault_level", "entry_addr", "entry_value",
@@ -281,12 +286,12 @@ class PageWalk:
                     else:   # snapshot second pass: re-walk (same path) only to place the flags
                         o = [np.empty(hi - lo, x.dtype) for x in outs]
                     K.cpu_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
-                                    params, rsvd, perms, self._wopts, *slot_args, *o,
+                                    params, rsvd, perms, self._wopts, memt, *o,
                                     need_trace, t[0], t[1])
                     if ad == "trace" or (ad == "snapshot" and p == 1):
                         # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                         K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,
-                                   kvm, ad == "trace", *slot_args)
+                                   kvm, ad == "trace", memt)
                     if p == passes - 1:
                         prog.update(hi)
         prog.close()

@@ -1,0 +1,504 @@
+"""Per-address walkers: KVM's ``paging_tmpl.h``, one function per entry layout.
+
+* ``walk_x86``: 32-bit and 64-bit x86 entries (guest tables, and AMD NPT), specialised by
+  data. With ``tdp=None`` it is the one-dimensional walk; with ``tdp`` a TDP context tuple
+  it is the guest half of a two-dimensional walk: every guest table access and the final
+  GPA go through :func:`tdp_translate` first. Numba prunes the ``tdp is None`` branches,
+  so the 1-D specialisation carries no nested code, and the NPT walk inside a 2-D walk is
+  the 1-D specialisation of the same source.
+* ``walk_ept``: EPT entries (R/W/XS/XU, memory type, misconfiguration).
+* ``tdp_translate``: one GPA through EPT or NPT, with the fault reported as the hardware
+  reports it (EPT violation with its exit qualification, EPT misconfiguration, #NPF with
+  EXITINFO1).
+
+Everything is int64; addresses are reinterpreted, never converted. Per-address functions
+return tuples of scalars and never allocate.
+
+Tuples passed around:
+
+* ``fp`` (format parameters): ``(root_level, pte_size, index_bits, va_bits, leaf_levels,
+  flags, addr_mask, nx_flip, exec_force, pse36_mask, pkru_mask, bad_mt_xwr)``
+* ``mem``: ``(slot_base, slot_end, slot_backing, slot_offset, backings)``
+* ``tdp``: ``(fp, rsvd, perms, root, wopts)``; its trace arrays ``(n, 6, 5)`` (row = guest
+  level - 1, or 5 for the final GPA) travel separately as ``ttr = (do_trace, addr, val)``
+"""
+import numpy as np
+
+from ._jit import jit
+from .physmem import find_slot, load_le
+
+# Fault classes (vecmmu.bits.Fault)
+F_NONE = 0
+F_PF = 1
+F_GP = 2
+F_SS = 3
+F_EPT_VIOLATION = 4
+F_EPT_MISCONFIG = 5
+F_NPF = 6
+F_UNBACKED = 7
+
+# Stages of a 2-D walk
+S_NONE = 0
+S_GUEST = 1
+S_TABLE = 2
+S_FINAL = 3
+
+# Access flag word, one per access
+AF_WRITE = 1
+AF_FETCH = 2
+AF_USER = 4
+AF_AC = 8
+AF_IMPLICIT = 16
+AF_STACK = 32
+
+# Error-code bits
+PF_P = 1
+PF_W = 2
+PF_U = 4
+PF_RSVD = 8
+PF_FETCH = 16
+PF_PK = 32
+PF_GUEST_FINAL = np.int64(1) << 32
+PF_GUEST_PAGE = np.int64(1) << 33
+
+# Format flags (vecmmu.format.FMT_*)
+FMT_PFERR_FETCH = 1
+FMT_64BIT = 4
+FMT_KVM = 8
+FMT_EPT = 16
+FMT_MBEC = 32
+FMT_EPT_AD = 64
+FMT_ADV_INFO = 128
+FMT_PDPTE_MEM = 256
+FMT_PDPTE_RSVD = 512
+FMT_NPT = 1024
+FMT_GMET = 2048
+
+# Walker option bits (semantics switches that are not part of a format)
+W_KVM_UNBACKED = 1      # K13: an unbacked table read is a not-present fault
+W_CHECK_FINAL = 2       # hardware: the final address must be backed (else UNBACKED)
+
+ACC_WRITE = 2
+ACC_USER = 4
+ACC_EXEC = 8
+A_BIT = 1 << 5
+D_BIT = 1 << 6
+EPT_XU = 1 << 10
+
+
+@jit
+def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_final, mem,
+             do_trace, tr_addr, tr_val, tr_i, tr_row):
+    """One GPA through EPT (KVM: the ``ept`` instance of ``walk_addr_generic``).
+
+    Returns ``(fault, prot, level, entry_addr, entry_value, leaf_level, page_shift, acc,
+    refs, hpa)`` where ``prot`` is the raw AND of the entries walked (bits 0-2 and 10),
+    including a failing entry, and ``acc`` the rights in ACC layout (R=1, W=2, XU=4, XS=8).
+    """
+    root_level = fp[0]
+    fflags = fp[5]
+    addr_mask = fp[6]
+    bad_mt_xwr = fp[11]
+    mbec = (fflags & FMT_MBEC) != 0
+    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    zero = np.int64(0)
+    level = root_level
+    table = root
+    prot = np.int64(-1)
+    refs = zero
+    pte = zero
+    ea = zero
+    while True:
+        shift = 12 + (level - 1) * 9
+        ea = table + ((gpa >> shift) & 511) * 8
+        k = find_slot(slot_base, slot_end, ea, 8)
+        if k < 0:
+            if (wopts & W_KVM_UNBACKED) != 0:            # KVM: reads as not present
+                return F_EPT_VIOLATION, zero, level, ea, zero, zero, zero, zero, refs, zero
+            return F_UNBACKED, zero, level, ea, zero, zero, zero, zero, refs, zero
+        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (ea - slot_base[k]), 8)
+        refs += 1
+        if do_trace:
+            tr_addr[tr_i, tr_row, level - 1] = ea
+            tr_val[tr_i, tr_row, level - 1] = pte
+        prot &= pte                                       # AND before the present check
+        present = (pte & 7) != 0 or (mbec and (pte & EPT_XU) != 0)
+        if not present:
+            return F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, pte, zero, zero, zero, refs, zero
+        b7 = (pte >> 7) & 1
+        xwr = pte & 0x3F
+        if mbec and (pte & EPT_XU) != 0:                  # XU counts as X for bad_mt_xwr (R5)
+            xwr |= 4
+        if (pte & rsvd[b7, level - 1]) != 0 or ((bad_mt_xwr >> xwr) & 1) != 0:
+            return F_EPT_MISCONFIG, zero, level, ea, pte, zero, zero, zero, refs, zero
+        if level == 1 or b7 != 0:
+            break
+        table = pte & addr_mask
+        level -= 1
+    acc = (prot & 3) | ((prot >> 8) & ACC_USER) | ((prot << 1) & ACC_EXEC)
+    pfec = np.int64(0)
+    if write:
+        pfec |= PF_W
+    if user_mode:
+        pfec |= PF_U
+    if fetch:
+        pfec |= PF_FETCH
+    page_shift = 12 + (level - 1) * 9
+    if ((np.int64(perms[pfec >> 1]) >> acc) & 1) != 0:
+        return (F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, pte, level, page_shift, acc,
+                refs, zero)
+    offset_mask = (np.int64(1) << page_shift) - 1
+    hpa = (pte & addr_mask & ~offset_mask) | (gpa & offset_mask)
+    if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, hpa, 1) < 0:
+        return F_UNBACKED, prot & (7 | EPT_XU), zero, hpa, zero, level, page_shift, acc, refs, hpa
+    return F_NONE, prot & (7 | EPT_XU), level, ea, pte, level, page_shift, acc, refs, hpa
+
+
+@jit
+def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr, tr_i, tr_row):
+    """One GPA of a 2-D walk through the TDP (KVM: ``translate_nested_gpa`` + the nested
+    walker). ``table``: a guest paging-structure access (else the final GPA);
+    ``user_mode``: the access is user-mode for MBEC (EPT: the guest walk's U/S) or made
+    at CPL 3 (NPT with GMET); ``guest_acc``: the guest walk's rights, for advanced
+    VM-exit information. ``ttr = (do_trace, addr, val)``: the TDP trace.
+
+    Returns ``(fault, error_code, exit_qual, level, entry_addr, entry_value, leaf_level,
+    page_shift, acc, refs, hpa)``.
+    """
+    fp, rsvd, perms, root, wopts = tdp
+    do_trace, tr_addr, tr_val = ttr
+    fflags = fp[5]
+    kvm = (fflags & FMT_KVM) != 0
+    zero = np.int64(0)
+    if (fflags & FMT_EPT) != 0:
+        if table:
+            w = kvm or (fflags & FMT_EPT_AD) != 0         # K1: KVM always writes; EPT A/D: writes
+            f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
+                gpa, w, False, False, fp, rsvd, perms, root, wopts, False, mem,
+                do_trace, tr_addr, tr_val, tr_i, tr_row)
+            q = np.int64(3) if w else np.int64(1)
+        else:
+            um = user_mode and (fflags & FMT_MBEC) != 0
+            f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
+                gpa, write, fetch, um, fp, rsvd, perms, root, wopts, True, mem,
+                do_trace, tr_addr, tr_val, tr_i, tr_row)
+            q = np.int64(2) if write else (np.int64(4) if fetch else np.int64(1))
+        if f != F_EPT_VIOLATION:
+            return f, zero, zero, lvl, ea, ev, leaf, sh, acc, refs, hpa
+        q |= (prot & 7) << 3                              # R/W/X of the entries walked
+        if (fflags & FMT_MBEC) != 0:
+            q |= ((prot >> 10) & 1) << 6                  # XU
+        q |= np.int64(1) << 7                             # GVA valid
+        if not table:
+            q |= np.int64(1) << 8                         # GVA translated
+            if (fflags & FMT_ADV_INFO) != 0 and not kvm:
+                q |= ((guest_acc >> 2) & 1) << 9          # U/S of the linear address
+                q |= ((guest_acc >> 1) & 1) << 10         # R/W
+                q |= (((guest_acc >> 3) & 1) ^ 1) << 11   # XD
+        return f, zero, q, lvl, ea, ev, leaf, sh, acc, refs, hpa
+    # NPT: an x86 walk of L1's nested tables; every access is a user access and tables are
+    # writes; with GMET a final access is user-mode only at CPL 3 (R9).
+    af = np.int64(AF_USER)
+    if table:
+        af |= AF_WRITE
+        stage_bit = PF_GUEST_PAGE
+    else:
+        if write:
+            af |= AF_WRITE
+        elif fetch:
+            af |= AF_FETCH
+        if (fflags & FMT_GMET) != 0 and not user_mode:
+            af = af & ~np.int64(AF_USER)
+        stage_bit = PF_GUEST_FINAL
+    row_i = tr_i if do_trace else 0
+    (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pk, refs, g2, hpa, fg, tsh,
+     tacc) = walk_x86(0, gpa, af, root, tr_addr[0, :0, :4], 0, zero, fp, rsvd, perms, wopts,
+                      mem, do_trace, tr_addr[row_i], tr_val[row_i], None, tr_row, not table)
+    if f == F_PF:
+        return F_NPF, ec | stage_bit, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
+    return f, zero, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
+
+
+@jit
+def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru, fp, rsvd, perms, wopts, mem,
+             do_trace, tr_addr, tr_val, tdp, tr_rowbase, check_final, ttr=None):
+    """Walk one linear address through x86 tables and decide the access (KVM:
+    ``FNAME(walk_addr_generic)`` + ``permission_fault``), optionally over a TDP.
+
+    ``tr_addr``/``tr_val`` rows are indexed by ``tr_rowbase + level - 1`` in 2-D form
+    ``[row, level - 1]`` (a batch passes ``trace[i]`` slices). Returns ``(fault,
+    error_code, exit_qual, stage, fault_level, guest_level, entry_addr, entry_value,
+    leaf_level, page_shift, acc, pkey, refs, gpa, hpa, fault_gpa, tdp_page_shift,
+    tdp_acc)``.
+    """
+    root_level = fp[0]
+    pte_size = fp[1]
+    index_bits = fp[2]
+    va_bits = fp[3]
+    leaf_levels = fp[4]
+    fflags = fp[5]
+    addr_mask = fp[6]
+    nx_flip = fp[7]
+    exec_force = fp[8]
+    pse36_mask = fp[9]
+    pkru_mask = fp[10]
+    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    kvm = (fflags & FMT_KVM) != 0
+    zero = np.int64(0)
+    write = (af & AF_WRITE) != 0
+    fetch = (af & AF_FETCH) != 0
+    user = (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0   # implicit accesses are supervisor
+    cpl3 = (af & AF_USER) != 0
+    pfec = np.int64(0)
+    if write:
+        pfec |= PF_W
+    if user:
+        pfec |= PF_U
+    if fetch:
+        pfec |= PF_FETCH
+    # the error-code bits every #PF of this access carries (I/D only where reported, K5/K7)
+    ec_acc = pfec & (PF_W | PF_U)
+    if fetch and (fflags & FMT_PFERR_FETCH) != 0:
+        ec_acc |= PF_FETCH
+    if do_trace:
+        for k in range(5):
+            tr_addr[tr_rowbase, k] = -1
+            tr_val[tr_rowbase, k] = 0
+    refs = zero
+    tw_mask = zero          # guest levels whose table page the TDP lets us write
+    need_ad = zero          # guest levels whose entry needs an A (or D) flag written
+
+    if root_level == 0:                                   # paging off: GPA = linear address
+        gpa = addr & 0xFFFFFFFF
+        acc = np.int64(15)
+        hpa = gpa
+        if tdp is not None:
+            um = cpl3 if _is_npt(tdp) else True           # MBEC: paging off is user-mode (R18)
+            (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
+            refs += trefs
+            if tf != F_NONE:
+                fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
+                return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, zero, zero, acc, zero, refs,
+                        gpa, thpa, fg, tsh, tacc)
+            return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero,
+                    refs, gpa, thpa, zero, tsh, tacc)
+        if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
+            return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, zero, zero, acc, zero,
+                    zero, gpa, gpa, zero, zero, zero)
+        return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero, zero,
+                gpa, hpa, zero, zero, zero)
+
+    if va_bits == 32:
+        addr = addr & 0xFFFFFFFF
+    else:                                                 # canonical: bits 63:va_bits-1 equal
+        sh = 64 - va_bits
+        if ((addr << sh) >> sh) != addr:
+            f = F_SS if (af & AF_STACK) != 0 else F_GP
+            return (f, zero, zero, S_GUEST, zero, zero, zero, zero, zero, zero, zero, zero, zero,
+                    zero, zero, zero, zero, zero)
+
+    level = root_level
+    table = root
+    if root_level == 3:                                   # PAE
+        idx = (addr >> 30) & 3
+        if (fflags & FMT_PDPTE_MEM) == 0:                 # PDPTE registers: only P checked
+            pdpte = pdptes[pdpte_row, idx]
+            if (pdpte & 1) == 0:
+                return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, root + idx * 8, pdpte,
+                        zero, zero, zero, zero, zero, zero, zero, zero, zero, zero)
+        else:                                             # read on every walk (NPT; R10)
+            ea = root + idx * 8
+            phys = ea
+            if tdp is not None:
+                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                    tdp, ea, True, False, False, False, zero, mem, ttr, i, 2)
+                refs += trefs
+                if tf != F_NONE:
+                    fg = ea if not kvm else ea & ~np.int64(0xFFF)
+                    return (tf, tec, tq, S_TABLE, tl, np.int64(3), tea, tev, zero, zero, zero, zero,
+                            refs, zero, zero, fg, zero, zero)
+                phys = thpa
+            k = find_slot(slot_base, slot_end, phys, 8)
+            if k < 0:
+                if (wopts & W_KVM_UNBACKED) != 0:
+                    return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
+                            zero, zero, refs, zero, zero, zero, zero, zero)
+                st = S_TABLE if tdp is not None else S_GUEST
+                return (F_UNBACKED, zero, zero, st, np.int64(3), zero, phys, zero, zero, zero, zero,
+                        zero, refs, zero, zero, zero, zero, zero)
+            pdpte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), 8)
+            refs += 1
+            if do_trace:
+                tr_addr[tr_rowbase, 2] = ea
+                tr_val[tr_rowbase, 2] = pdpte
+            if (pdpte & 1) == 0:
+                return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, pdpte, zero, zero,
+                        zero, zero, refs, zero, zero, zero, zero, zero)
+            if (fflags & FMT_PDPTE_RSVD) != 0 and (pdpte & rsvd[0, 2]) != 0:
+                return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, np.int64(3), zero, ea, pdpte,
+                        zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
+        table = pdpte & addr_mask
+        level = 2
+
+    acc_raw = np.int64(-1)
+    pte = zero
+    ea = zero
+    idx_mask = (np.int64(1) << index_bits) - 1
+    while True:
+        shift = 12 + (level - 1) * index_bits
+        ea = table + ((addr >> shift) & idx_mask) * pte_size
+        phys = ea
+        if tdp is not None:                               # the guest table access, through TDP
+            (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1)
+            refs += trefs
+            if tf != F_NONE:
+                fg = ea if not kvm else ea & ~np.int64(0xFFF)
+                return (tf, tec, tq, S_TABLE, tl, level, tea, tev, zero, zero, zero, zero, refs,
+                        zero, zero, fg, zero, zero)
+            if (tacc & ACC_WRITE) != 0:
+                tw_mask |= np.int64(1) << level
+            phys = thpa
+        k = find_slot(slot_base, slot_end, phys, pte_size)
+        if k < 0:                                         # table entry in no memslot
+            if (wopts & W_KVM_UNBACKED) != 0:             # K13: KVM reads it as not present
+                return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, zero, zero, zero, zero, zero,
+                        refs, zero, zero, zero, zero, zero)
+            st = S_TABLE if tdp is not None else S_GUEST
+            return (F_UNBACKED, zero, zero, st, level, level if tdp is not None else zero, phys,
+                    zero, zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
+        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), pte_size)
+        refs += 1
+        if do_trace:
+            tr_addr[tr_rowbase, level - 1] = ea
+            tr_val[tr_rowbase, level - 1] = pte
+        if (pte & 1) == 0:                                # not present
+            return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, pte, zero, zero, zero, zero,
+                    refs, zero, zero, zero, zero, zero)
+        b7 = (pte >> 7) & 1
+        if (pte & rsvd[b7, level - 1]) != 0:             # reserved bit set
+            return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, pte, zero, zero,
+                    zero, zero, refs, zero, zero, zero, zero, zero)
+        acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
+        if (pte & A_BIT) == 0:
+            need_ad |= np.int64(1) << level
+        if level == 1 or (b7 != 0 and ((leaf_levels >> level) & 1) != 0):
+            break
+        table = pte & addr_mask
+        level -= 1
+
+    # leaf reached: rights, pkey, permission decision
+    acc = (acc_raw & 7) | ((acc_raw >> 60) & 8)           # P->READ, W, U, bit 63 (not XD) -> EXEC
+    pkey = zero
+    if (fflags & FMT_64BIT) != 0:
+        pkey = (pte >> 59) & 15
+    page_shift = 12 + (level - 1) * index_bits
+
+    not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
+    row = (pfec + (np.int64(not_smap) << 3)) >> 1
+    fault = (np.int64(perms[row]) >> acc) & 1
+    ec = ec_acc | PF_P
+    if pkru_mask != 0:
+        pk = (pkru >> (pkey * 2)) & 3
+        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
+        if pk != 0:
+            ec |= PF_PK
+            fault = 1
+    if fault != 0:
+        return (F_PF, ec, zero, S_GUEST, level, zero, ea, pte, level, page_shift, acc, pkey, refs,
+                zero, zero, zero, zero, zero)
+
+    offset_mask = (np.int64(1) << page_shift) - 1
+    frame = pte & addr_mask & ~offset_mask
+    if pse36_mask != 0 and level == 2:                    # 32-bit 4 MiB page: PSE-36 bits
+        frame |= ((pte >> 13) & pse36_mask) << 32
+    gpa = frame | (addr & offset_mask)
+
+    if tdp is not None:                                   # the final GPA, through TDP
+        um = (acc & ACC_USER) != 0
+        if _is_npt(tdp):
+            um = cpl3
+        (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+            tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
+        refs += trefs
+        if tf != F_NONE:
+            fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
+            return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, level, page_shift, acc, pkey, refs,
+                    gpa, thpa, fg, tsh, tacc)
+        # guest A/D flags (hardware, EPT with A/D off): a flag write needs EPT W (R2, R3)
+        if write and (pte & D_BIT) == 0:
+            need_ad |= np.int64(1) << level
+        if _ad_write_checked(tdp) and (need_ad & ~tw_mask) != 0:
+            lvl_fail = np.int64(5)
+            while ((need_ad & ~tw_mask) >> lvl_fail) & 1 == 0:
+                lvl_fail -= 1
+            egpa = _guest_entry_gpa(addr, lvl_fail, root_level, root, pdptes, pdpte_row, fp, tdp,
+                                    mem, ttr)
+            (f2, ec2, q2, l2, ea2, ev2, lf2, sh2, ac2, r2, h2) = tdp_translate_write(tdp, egpa, mem, ttr)
+            return (f2, zero, q2, S_TABLE, l2, lvl_fail, ea2, ev2, level, page_shift, acc, pkey,
+                    refs, gpa, zero, egpa, zero, zero)
+        return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
+                gpa, thpa, zero, tsh, tacc)
+
+    if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
+        return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, level, page_shift, acc,
+                pkey, refs, gpa, gpa, zero, zero, zero)
+    return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
+            gpa, gpa, zero, zero, zero)
+
+
+@jit
+def _is_npt(tdp):
+    return (tdp[0][5] & FMT_NPT) != 0
+
+
+@jit
+def _ad_write_checked(tdp):
+    """Hardware EPT without EPT A/D: guest table reads were reads, so a guest A/D-flag
+    write needs its own EPT write permission check (KVM and NPT treat tables as writes)."""
+    fl = tdp[0][5]
+    return (fl & FMT_EPT) != 0 and (fl & FMT_EPT_AD) == 0 and (fl & FMT_KVM) == 0
+
+
+@jit
+def tdp_translate_write(tdp, gpa, mem, ttr):
+    """The EPT check of a guest A/D-flag write to ``gpa`` (a locked read-modify-write:
+    qualification bits 0 and 1, R3). Not counted as references (R12)."""
+    fp, rsvd, perms, root, wopts = tdp
+    zero = np.int64(0)
+    f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
+        gpa, True, False, False, fp, rsvd, perms, root, wopts, False, mem,
+        False, ttr[1], ttr[2], 0, 0)
+    q = np.int64(3) | ((prot & 7) << 3) | (np.int64(1) << 7)
+    if (fp[5] & FMT_MBEC) != 0:
+        q |= ((prot >> 10) & 1) << 6
+    if f != F_EPT_VIOLATION:
+        q = zero
+    return f, zero, q, lvl, ea, ev, leaf, sh, acc, refs, hpa
+
+
+@jit
+def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, mem, ttr):
+    """GPA of the guest entry that maps ``addr`` at ``level``, re-walking tables that are
+    known to be present (only on the rare A/D-check failure path; no references counted)."""
+    pte_size = fp[1]
+    index_bits = fp[2]
+    addr_mask = fp[6]
+    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    idx_mask = (np.int64(1) << index_bits) - 1
+    lvl = root_level
+    table = root
+    if root_level == 3:
+        table = pdptes[pdpte_row, (addr >> 30) & 3] & addr_mask
+        lvl = 2
+    while True:
+        ea = table + ((addr >> (12 + (lvl - 1) * index_bits)) & idx_mask) * pte_size
+        if lvl == level:
+            return ea
+        (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+            tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0)
+        k = find_slot(slot_base, slot_end, thpa, pte_size)
+        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (thpa - slot_base[k]), pte_size)
+        table = pte & addr_mask
+        lvl -= 1
