@@ -24,9 +24,11 @@ from .bits import PagingMode
 from .format import PageFormat
 from .kernels import build as K
 from .memory import PhysMem
-from .role import CpuRole
+from .role import CpuRole, EptRole, NptRole
 
 _PAGE_SIZES = {4096: 1, 2 << 20: 2, 4 << 20: 2, 1 << 30: 3}
+EPT_R, EPT_W, EPT_XS, EPT_IPAT, EPT_PS, EPT_A, EPT_D, EPT_XU = 1, 2, 4, 1 << 6, 1 << 7, 1 << 8, 1 << 9, 1 << 10
+EPT_TABLE = EPT_R | EPT_W | EPT_XS | EPT_XU          # non-leaf EPT entries allow everything
 
 
 class MmuError(ValueError):
@@ -53,28 +55,47 @@ class Mmu:
         Memory to build in; a RAM slot of ``ram_size`` is added to it.
     """
 
-    def __init__(self, role: CpuRole, *, ram_size: int = 1 << 32, ram_base: int = 0,
-                 mem: PhysMem | None = None, alloc_start: int = 0x1000):
-        if role.mode is PagingMode.NONE:
+    def __init__(self, role, *, ram_size: int = 1 << 32, ram_base: int = 0,
+                 mem: PhysMem | None = None, ram: np.ndarray | None = None,
+                 alloc_start: int = 0x1000):
+        if isinstance(role, EptRole):
+            self.kind = "ept"
+            self.format = PageFormat.for_ept(role)
+            cpu_mode = None
+        elif isinstance(role, NptRole):
+            self.kind = "npt"
+            self.format = PageFormat.for_npt(role)
+            cpu_mode = role.mode
+        elif isinstance(role, CpuRole):
+            self.kind = "cpu"
+            self.format = PageFormat.for_cpu(role)
+            cpu_mode = role.mode
+        else:
+            raise TypeError(f"role must be a CpuRole, EptRole or NptRole, not {type(role).__name__}")
+        if cpu_mode is PagingMode.NONE:
             raise MmuError("paging is off in this role: there are no tables to build")
-        if role.mode in (PagingMode.BIT32, PagingMode.PAE) and ram_base + min(ram_size, 1 << 32) > (1 << 32) \
-                and ram_base >= 1 << 32:
-            raise MmuError("32-bit and PAE roots must lie below 4 GiB: put RAM at a lower base")
         self.role = role
-        self.format = PageFormat.for_cpu(role)
         self.mem = mem if mem is not None else PhysMem()
-        self._ram = np.zeros(int(ram_size), dtype=np.uint8)
+        if ram is None:
+            ram = np.zeros(int(ram_size), dtype=np.uint8)
+        elif ram.dtype != np.uint8 or ram.ndim != 1 or not ram.flags.c_contiguous:
+            raise MmuError("ram must be a 1-D C-contiguous uint8 array")
+        self._ram = ram
         self.mem.add_slot(ram_base, self._ram, name="ram")
         self.ram_base = int(ram_base)
-        self.ram_size = int(ram_size)
+        self.ram_size = int(ram.shape[0])
         self._next = self.ram_base + int(alloc_start)
         self._limit = self.ram_base + self.ram_size
         f = self.format
         self._pte = int(f.pte_size)
         self._bits = int(f.index_bits)
         self._addr_mask = int(f.addr_mask)
-        self._va_bits = 32 if role.mode in (PagingMode.BIT32, PagingMode.PAE) else int(f.va_bits)
-        self._top = role.levels
+        if self.kind == "ept":
+            self._va_bits, self._top, self._signed = role.gpa_bits, role.levels, False
+        else:
+            self._va_bits = 32 if cpu_mode in (PagingMode.BIT32, PagingMode.PAE) else int(f.va_bits)
+            self._top = int(cpu_mode)
+            self._signed = self.kind == "cpu"
         self.roots: list[int] = []
         self.new_address_space()
 
@@ -90,7 +111,8 @@ class Mmu:
         if start + size > self._limit:
             raise MmuError(f"guest RAM exhausted: need {size:#x} bytes at {start:#x}, RAM ends at "
                            f"{self._limit:#x}; create the Mmu with a larger ram_size")
-        if self.role.mode in (PagingMode.BIT32, PagingMode.PAE) and align == 4096 and start + size > 1 << 32:
+        if self.kind != "ept" and self.role.mode in (PagingMode.BIT32, PagingMode.PAE) \
+                and align == 4096 and start + size > 1 << 32:
             raise MmuError("32-bit paging structures must lie below 4 GiB")
         self._next = start + size
         return start
@@ -107,8 +129,11 @@ class Mmu:
         return len(self.roots) - 1
 
     def cr3(self, asid: int = 0, pcid: int = 0) -> int:
-        """The CR3 value for an address space (PCID in bits 11:0 when CR4.PCIDE)."""
-        if pcid and not self.role.pcide:
+        """The CR3 value for an address space (PCID in bits 11:0 when CR4.PCIDE); for EPT
+        the EPTP, for NPT the nCR3."""
+        if self.kind == "ept":
+            return self.role.eptp(self.roots[asid])
+        if pcid and not getattr(self.role, "pcide", False):
             raise MmuError("a PCID needs CR4.PCIDE in the role")
         return self.roots[asid] | (pcid & 0xFFF)
 
@@ -120,20 +145,31 @@ class Mmu:
                 raise MmuError(f"{what} {va:#x} does not fit a 32-bit linear address")
             return va
         va &= (1 << 64) - 1
+        if not self._signed:
+            if va >> self._va_bits:
+                raise MmuError(f"{what} {va:#x} is beyond the {self._va_bits}-bit guest-physical "
+                               f"reach of this TDP")
+            return va
         top = va >> (self._va_bits - 1)
         if top not in (0, (1 << (64 - self._va_bits + 1)) - 1):
             raise MmuError(f"{what} {va:#x} is not canonical for {self._va_bits}-bit linear addresses")
         return va & ((1 << self._va_bits) - 1)
 
     def _leaf_level(self, page_size: int) -> int:
-        mode = self.role.mode
         if page_size not in _PAGE_SIZES:
             raise MmuError(f"page_size {page_size:#x} is not one of 4 KiB, 2 MiB, 4 MiB, 1 GiB")
-        if page_size == 4 << 20 and not (mode is PagingMode.BIT32 and self.role.pse):
+        if self.kind == "ept":
+            if page_size == 4 << 20 or _PAGE_SIZES[page_size] > self.role.huge_level:
+                raise MmuError(f"{_page_size_name(page_size)} pages are not allowed by this EPT "
+                               f"(huge_level={self.role.huge_level})")
+            return _PAGE_SIZES[page_size]
+        mode = self.role.mode
+        if page_size == 4 << 20 and not (mode is PagingMode.BIT32 and getattr(self.role, "pse", False)):
             raise MmuError("4 MiB pages exist only in 32-bit paging with CR4.PSE=1")
         if page_size == 2 << 20 and mode is PagingMode.BIT32:
             raise MmuError("32-bit paging has 4 MiB large pages, not 2 MiB")
-        if page_size == 1 << 30 and not (self.role.long_mode and self.role.gbpages):
+        if page_size == 1 << 30 and not (mode in (PagingMode.LEVEL4, PagingMode.LEVEL5)
+                                         and self.role.gbpages):
             raise MmuError("1 GiB pages need 4- or 5-level paging and gbpages=True in the role")
         return _PAGE_SIZES[page_size]
 
@@ -164,6 +200,27 @@ class Mmu:
             v |= int(pkey) << B.PT_PKEY_SHIFT
         return v
 
+    def _ept_leaf_bits(self, level, *, read, writable, xs, xu, memtype, ipat, accessed, dirty):
+        if not 0 <= int(memtype) <= 7 or int(memtype) in (2, 3, 7):
+            raise MmuError(f"EPT memory type {memtype} is reserved (use 0 UC, 1 WC, 4 WT, 5 WP, 6 WB)")
+        v = (EPT_R if read else 0) | (EPT_W if writable else 0) | (EPT_XS if xs else 0)
+        v |= (EPT_XU if xu else 0) | (int(memtype) << 3) | (EPT_IPAT if ipat else 0)
+        v |= (EPT_A if accessed else 0) | (EPT_D if dirty else 0)
+        if level > 1:
+            v |= EPT_PS
+        xwr = v & 7
+        if xu and self.role.mbec:
+            xwr |= EPT_XS
+        if xwr in (0b010, 0b110) or (xwr == 0b100 and not self.role.execonly):
+            raise MmuError(f"EPT rights {'r' if read else '-'}{'w' if writable else '-'}"
+                           f"{'x' if xs else '-'}{'u' if xu else '-'} are a misconfiguration "
+                           f"(write without read, or execute-only without support)")
+        if xu and not xs and not self.role.mbec:
+            raise MmuError("xu without MBEC is ignored by the hardware; enable mbec in the EptRole")
+        if not (v & (EPT_R | EPT_W | EPT_XS)) and not (xu and self.role.mbec):
+            raise MmuError("an EPT leaf with no rights is not present; use unmap()")
+        return v
+
     def _frame_bits(self, pas: np.ndarray, level: int) -> np.ndarray:
         """Encode frame addresses into entry bits (PSE-36 for 32-bit 4 MiB pages)."""
         if self._pte == 4 and level == 2:
@@ -172,7 +229,7 @@ class Mmu:
             if np.any(hi >> np.uint64(width)):
                 raise MmuError(f"physical address above PSE-36's reach ({32 + width} bits)")
             return (pas & np.uint64(0xFFC00000)) | (hi << np.uint64(13))
-        limit = 1 << (32 if self._pte == 4 else self.role.maxphyaddr)
+        limit = 1 << (32 if self._pte == 4 else int(self.format.maxphyaddr))
         if np.any(pas >= np.uint64(limit)):
             bad = int(pas[pas >= np.uint64(limit)][0])
             raise MmuError(f"physical address {bad:#x} is at or above MAXPHYADDR "
@@ -181,14 +238,22 @@ class Mmu:
 
     # -- map / unmap / protect -----------------------------------------------------------------
     def map(self, va: int, size: int, pa=None, *, page_size: int = 4096, writable: bool = True,
-            user: bool = False, nx: bool = False, pkey: int = 0, pwt: bool = False,
+            user: bool | None = None, nx: bool = False, pkey: int = 0, pwt: bool = False,
             pcd: bool = False, pat: bool = False, global_: bool = False, accessed: bool = False,
-            dirty: bool = False, asid: int = 0) -> np.ndarray:
+            dirty: bool = False, asid: int = 0, read: bool = True, xs: bool = True,
+            xu: bool | None = None, memtype: int = 6, ipat: bool = False) -> np.ndarray:
         """Map ``[va, va + size)`` with pages of ``page_size``.
 
         ``pa`` is the physical address of the first page (pages follow contiguously), an
-        array of one frame address per page, or None to allocate zeroed frames from guest
-        RAM. Re-mapping a page replaces its leaf. Returns the frame address of each page.
+        array of one frame address per page, or None to allocate zeroed frames from RAM.
+        Re-mapping a page replaces its leaf. Returns the frame address of each page.
+
+        x86 and NPT leaves take ``writable``, ``user`` (default False; True for NPT, where
+        every access is a user access), ``nx``, ``pkey``, ``pwt``, ``pcd``, ``pat``,
+        ``global_``; EPT leaves take ``read``, ``writable``, ``xs`` (execute for
+        supervisor-mode linear addresses; plain X without MBEC), ``xu`` (execute for
+        user-mode ones under MBEC; default = ``xs``), ``memtype`` (bits 5:3) and ``ipat``.
+        ``accessed``/``dirty`` preset the A/D flags of either layout.
         """
         level = self._leaf_level(int(page_size))
         va = self._norm_va(va)
@@ -214,8 +279,16 @@ class Mmu:
                 raise MmuError(f"pa has {pas.shape[0]} frames for {npages} pages")
             if np.any(pas % np.uint64(ps)):
                 raise MmuError(f"every frame in pa must be aligned to {_page_size_name(ps)}")
-        flags = self._leaf_bits(level, writable=writable, user=user, nx=nx, pkey=pkey, pwt=pwt,
-                                pcd=pcd, pat=pat, global_=global_, accessed=accessed, dirty=dirty)
+        if self.kind == "ept":
+            flags = self._ept_leaf_bits(level, read=read, writable=writable, xs=xs,
+                                        xu=xs if xu is None else xu, memtype=memtype, ipat=ipat,
+                                        accessed=accessed, dirty=dirty)
+        else:
+            if user is None:
+                user = self.kind == "npt"
+            flags = self._leaf_bits(level, writable=writable, user=user, nx=nx, pkey=pkey, pwt=pwt,
+                                    pcd=pcd, pat=pat, global_=global_, accessed=accessed,
+                                    dirty=dirty)
         vals = self._frame_bits(pas, level) | np.uint64(flags)
         vas = np.uint64(va) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
         self._install(vas, vals, level, asid)
@@ -223,8 +296,8 @@ class Mmu:
 
     def _install(self, vas: np.ndarray, vals: np.ndarray, level: int, asid: int) -> None:
         root = self.roots[asid]
-        pae = self.role.mode is PagingMode.PAE
-        table_flags = B.PT_PRESENT | B.PT_WRITABLE | B.PT_USER
+        pae = self.kind != "ept" and self.role.mode is PagingMode.PAE
+        table_flags = EPT_TABLE if self.kind == "ept" else B.PT_PRESENT | B.PT_WRITABLE | B.PT_USER
         top_flags = B.PT_PRESENT if pae else table_flags
         vas_i = vas.view(np.int64)
         vals_i = vals.view(np.int64)
@@ -257,7 +330,7 @@ class Mmu:
             raise MmuError(f"{what}({va:#x}, {size:#x}): address and size must be 4 KiB multiples")
         st, at, pages = K.update_leaves(self._ram, self.ram_base, self.roots[asid], va, va + size,
                                         self._top, self._pte, self._bits, self._addr_mask,
-                                        self.role.mode is PagingMode.PAE,
+                                        self.kind != "ept" and self.role.mode is PagingMode.PAE,
                                         np.int64(np.uint64(and_mask & (2**64 - 1)).view(np.int64)),
                                         np.int64(np.uint64(or_mask).view(np.int64)),
                                         int(self.format.leaf_levels))
@@ -272,10 +345,22 @@ class Mmu:
         return self._update(va, size, 0, 0, asid, "unmap")
 
     def protect(self, va: int, size: int, *, writable: bool | None = None, user: bool | None = None,
-                nx: bool | None = None, pkey: int | None = None, asid: int = 0) -> int:
+                nx: bool | None = None, pkey: int | None = None, read: bool | None = None,
+                xs: bool | None = None, xu: bool | None = None, asid: int = 0) -> int:
         """Change the rights of every present leaf in ``[va, va + size)``; None leaves a
-        right as it is. Returns how many leaves changed."""
+        right as it is (x86/NPT: writable, user, nx, pkey; EPT: read, writable, xs, xu).
+        Returns how many leaves changed."""
         and_mask, or_mask = (1 << 64) - 1, 0
+        if self.kind == "ept":
+            if user is not None or nx is not None or pkey is not None:
+                raise MmuError("EPT leaves have read/writable/xs/xu rights, not user/nx/pkey")
+            for flag, bit in ((read, EPT_R), (writable, EPT_W), (xs, EPT_XS), (xu, EPT_XU)):
+                if flag is not None:
+                    and_mask &= ~bit
+                    or_mask |= bit if flag else 0
+            return self._update(va, size, and_mask & ((1 << 64) - 1), or_mask, asid, "protect")
+        if read is not None or xs is not None or xu is not None:
+            raise MmuError("read/xs/xu are EPT rights; x86 and NPT leaves take writable/user/nx")
         for flag, bit in ((writable, B.PT_WRITABLE), (user, B.PT_USER)):
             if flag is not None:
                 and_mask &= ~bit
@@ -286,7 +371,8 @@ class Mmu:
             and_mask &= ~B.PT_NX
             or_mask |= B.PT_NX if nx else 0
         if pkey is not None:
-            if self._pte == 4 or self.role.mode is PagingMode.PAE or not 0 <= pkey <= 15:
+            if self._pte == 4 or self.kind != "cpu" or self.role.mode is PagingMode.PAE \
+                    or not 0 <= pkey <= 15:
                 raise MmuError("pkey must be 0..15 and needs 4- or 5-level paging")
             and_mask &= ~B.PT_PKEY_MASK
             or_mask |= int(pkey) << B.PT_PKEY_SHIFT
@@ -308,7 +394,8 @@ class Mmu:
             e = self.read_entry_at(ea)
             if not e & B.PT_PRESENT:
                 raise MmuError(f"no table below level {lvl} for {va:#x} (entry at {ea:#x} is not present)")
-            if lvl <= 3 and e & B.PT_PAGE_SIZE and not (self.role.mode is PagingMode.PAE and lvl == 3):
+            if lvl <= 3 and e & B.PT_PAGE_SIZE and not (self.kind != "ept" and lvl == 3
+                                                          and self.role.mode is PagingMode.PAE):
                 raise MmuError(f"{va:#x} is mapped by a large page at level {lvl}")
             table = e & self._addr_mask
         raise AssertionError("unreachable")
@@ -336,17 +423,22 @@ class Mmu:
 
     def pdptes(self, asid: int = 0) -> np.ndarray:
         """The four PAE PDPTEs of an address space as they are in memory."""
-        if self.role.mode is not PagingMode.PAE:
+        if self.kind == "ept" or self.role.mode is not PagingMode.PAE:
             raise MmuError("PDPTEs exist only in PAE paging")
         root = self.roots[asid]
         return np.array([self.mem.read_u64(root + 8 * i) for i in range(4)], dtype=np.uint64)
 
     # -- walking what was built -----------------------------------------------------------------
-    def walker(self, *, semantics: str = "hardware", pkru: int = 0):
-        """A :class:`~vecmmu.walk.PageWalk` over these tables (every address space)."""
+    def walker(self, *, semantics: str = "hardware", pkru: int = 0, mem: PhysMem | None = None,
+               tdp=None):
+        """A :class:`~vecmmu.walk.PageWalk` over these tables (every address space): a
+        cpu_walk, or a tdp_walk for EPT/NPT tables. ``tdp`` (a tdp_walk) and ``mem``
+        (host memory) make the 2-D walk of a nested guest."""
         from .walk import PageWalk
-        return PageWalk(self.role, self.mem, cr3=[self.cr3(a) for a in range(len(self.roots))],
-                        semantics=semantics, pkru=pkru)
+        if self.kind != "cpu":
+            return PageWalk(self.role, mem or self.mem, self.cr3(0), semantics=semantics)
+        return PageWalk(self.role, mem or self.mem, cr3=[self.cr3(a) for a in range(len(self.roots))],
+                        semantics=semantics, pkru=pkru, tdp=tdp)
 
     def __repr__(self) -> str:
         return (f"Mmu({self.role}, {len(self.roots)} address space(s), "

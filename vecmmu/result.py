@@ -25,8 +25,27 @@ pkey         u1    protection key of the leaf (64-bit formats)
 refs         u1    paging-structure entries read from memory
 ============ ===== ===================================================================
 
+Two-dimensional walks (a cpu_walk on a tdp_walk) add:
+
+============== ===== =================================================================
+stage          u1    0 none, 1 guest (#PF/#GP), 2 nested fault on a guest paging-structure
+                     access, 3 nested fault on the final GPA
+exit_qual      u8    EPT violation exit qualification (0 otherwise); an #NPF's EXITINFO1
+                     is its ``error_code`` (bits 32/33 = final/table)
+fault_gpa      u8    the GPA a nested fault is about (full address; page-aligned with KVM)
+guest_level    u1    for stage 2, the guest level whose table access faulted
+hpa            u8    host-physical address (valid when ``has_hpa``)
+tdp_page_shift u1    log2 of the TDP page that maps the final GPA
+tdp_acc        u1    TDP rights of that translation (R=1 W=2 XU/U=4 XS/X=8)
+============== ===== =================================================================
+
+For nested faults ``fault_level``/``entry_*`` describe the failing TDP entry. A tdp_walk's
+own results have ``addr`` = GPA, ``hpa``, ``stage``, ``exit_qual`` and the entry columns.
+
 ``trace_addr`` / ``trace_value`` (shape ``(n, 5)``, column ``level - 1``, -1 where no entry
-was read at that level) are present when the walk was asked for a trace.
+was read at that level) are present when the walk was asked for a trace; a 2-D walk adds
+``tdp_trace = (addr, value)`` of shape ``(n, 6, 5)``: row = guest level - 1 (5 = final
+GPA), column = TDP level - 1.
 """
 from __future__ import annotations
 
@@ -40,6 +59,7 @@ COLUMNS = ("access", "part", "addr", "asid", "kind", "user", "gpa", "fault", "er
            "refs")
 
 FAULT_CATEGORIES = pd.CategoricalDtype([FAULT_NAMES[f.value] for f in Fault], ordered=False)
+STAGE_CATEGORIES = pd.CategoricalDtype(["none", "guest", "table", "final"])
 KIND_CATEGORIES = pd.CategoricalDtype(["read", "write", "fetch"])
 PRIV_CATEGORIES = pd.CategoricalDtype(["supervisor", "user"])
 PAGE_SIZE_CATEGORIES = pd.CategoricalDtype(["4K", "2M", "4M", "1G"], ordered=True)
@@ -66,13 +86,14 @@ def acc_string(acc: np.ndarray) -> np.ndarray:
 class Translation:
     """Results of one batch translation; columns are attributes (numpy arrays)."""
 
-    def __init__(self, cols: dict, trace: tuple | None = None, *, mode_name: str = "",
-                 semantics: str = "hardware"):
+    def __init__(self, cols: dict, trace: tuple | None = None, *, tdp_trace: tuple | None = None,
+                 mode_name: str = "", semantics: str = "hardware"):
         n = {len(v) for v in cols.values()}
         if len(n) != 1:
             raise ValueError("result columns differ in length")
         self._cols = cols
         self.trace_addr, self.trace_value = trace if trace is not None else (None, None)
+        self.tdp_trace = tdp_trace
         self.mode_name = mode_name
         self.semantics = semantics
 
@@ -87,10 +108,40 @@ class Translation:
 
     # -- derived columns ---------------------------------------------------------------------
     @property
+    def nested(self) -> bool:
+        return "stage" in self._cols and "gpa" in self._cols
+
+    @property
     def has_gpa(self) -> np.ndarray:
-        """Rows with a guest-physical address: success, or an unbacked final address."""
-        f = self._cols["fault"]
-        return (f == Fault.NONE) | ((f == Fault.UNBACKED) & (self._cols["fault_level"] == 0))
+        """Rows with a guest-physical address: the guest walk completed (success, an
+        unbacked final address, or a nested fault on the final GPA or on the guest
+        A/D-flag write that follows it)."""
+        c = self._cols
+        f = c["fault"]
+        if "gpa" not in c:
+            return np.ones(f.shape, dtype=bool)          # a tdp_walk: addr is the GPA
+        if "stage" in c:
+            st = c["stage"]
+            return (f == Fault.NONE) | (st == 3) | ((st == 2) & (c["leaf_level"] > 0))
+        return (f == Fault.NONE) | ((f == Fault.UNBACKED) & (c["fault_level"] == 0))
+
+    @property
+    def has_hpa(self) -> np.ndarray:
+        c = self._cols
+        if "hpa" not in c:
+            return np.zeros(c["fault"].shape, dtype=bool)
+        return (c["fault"] == Fault.NONE) | ((c["fault"] == Fault.UNBACKED) & (c["stage"] == 3))
+
+    @property
+    def effective_page_size(self) -> np.ndarray:
+        """What a TLB may cache: the smaller of the guest and TDP pages (successes only)."""
+        ps = self.page_size
+        if "tdp_page_shift" not in self._cols:
+            return ps
+        t = self._cols["tdp_page_shift"].astype(np.uint64)
+        tps = np.where(t > 0, np.uint64(1) << t, np.uint64(0))
+        g = np.where(ps > 0, ps, np.uint64(4096))
+        return np.where(self._cols["fault"] == Fault.NONE, np.minimum(g, tps), np.uint64(0))
 
     @property
     def ok(self) -> np.ndarray:
@@ -129,19 +180,45 @@ class Translation:
             "kind": pd.Categorical.from_codes(c["kind"].astype(np.int8), dtype=KIND_CATEGORIES),
             "privilege": pd.Categorical.from_codes(c["user"].astype(np.int8), dtype=PRIV_CATEGORIES),
             "fault": pd.Categorical.from_codes(_FAULT_CODE[fault], dtype=FAULT_CATEGORIES),
-            "gpa": _u64(c["gpa"], self.has_gpa),
-            "error_code": _u64(c["error_code"]),
-            "cr2": _u64(c["addr"], pf),
-            "fault_level": c["fault_level"],
-            "entry_addr": _u64(c["entry_addr"], entry_valid),
-            "entry_value": _u64(c["entry_value"], entry_valid & (fault != Fault.UNBACKED)),
-            "leaf_level": c["leaf_level"],
-            "page_size": pd.Categorical.from_codes(_SHIFT_CODE[c["page_shift"]], dtype=PAGE_SIZE_CATEGORIES),
-            "rights": acc_string(c["acc"]),
-            "acc": c["acc"],
-            "pkey": c["pkey"],
-            "refs": c["refs"],
         }
+        if "stage" in c:
+            data["stage"] = pd.Categorical.from_codes(c["stage"].astype(np.int8), dtype=STAGE_CATEGORIES)
+        if "gpa" in c:
+            data["gpa"] = _u64(c["gpa"], self.has_gpa)
+        if "hpa" in c:
+            data["hpa"] = _u64(c["hpa"], self.has_hpa)
+        data["error_code"] = _u64(c["error_code"])
+        if "exit_qual" in c:
+            data["exit_qual"] = _u64(c["exit_qual"])
+        if "fault_gpa" in c:
+            data["fault_gpa"] = _u64(c["fault_gpa"], (c["stage"] >= 2) & (fault != Fault.NONE)
+                                     & (fault != Fault.UNBACKED))
+        if "gpa" in c and "stage" not in c:
+            data["cr2"] = _u64(c["addr"], pf)
+        elif "gpa" in c:
+            data["cr2"] = _u64(c["addr"], pf & (c["stage"] == 1))
+        data["fault_level"] = c["fault_level"]
+        if "guest_level" in c:
+            data["guest_level"] = c["guest_level"]
+        data["entry_addr"] = _u64(c["entry_addr"], entry_valid)
+        data["entry_value"] = _u64(c["entry_value"], entry_valid & (fault != Fault.UNBACKED))
+        data["leaf_level"] = c["leaf_level"]
+        data["page_size"] = pd.Categorical.from_codes(_SHIFT_CODE[c["page_shift"]],
+                                                      dtype=PAGE_SIZE_CATEGORIES)
+        if "tdp_page_shift" in c:
+            data["tdp_page_size"] = pd.Categorical.from_codes(_SHIFT_CODE[c["tdp_page_shift"]],
+                                                              dtype=PAGE_SIZE_CATEGORIES)
+            eff = self.effective_page_size
+            shift = np.where(eff > 0, np.log2(np.maximum(eff, 1)).astype(np.int64), 0)
+            data["effective_page_size"] = pd.Categorical.from_codes(_SHIFT_CODE[shift],
+                                                                    dtype=PAGE_SIZE_CATEGORIES)
+        data["rights"] = acc_string(c["acc"])
+        data["acc"] = c["acc"]
+        if "tdp_acc" in c:
+            data["tdp_rights"] = acc_string(c["tdp_acc"])
+        if "pkey" in c:
+            data["pkey"] = c["pkey"]
+        data["refs"] = c["refs"]
         return pd.DataFrame(data, copy=False)
 
     def trace_frame(self) -> pd.DataFrame:
@@ -156,6 +233,20 @@ class Translation:
             "entry_addr": _u64(self.trace_addr[rows, cols]),
             "entry_value": _u64(self.trace_value[rows, cols]),
         }).sort_values(["access", "part", "level"], ascending=[True, True, False], ignore_index=True)
+
+    def tdp_trace_frame(self) -> pd.DataFrame:
+        """The TDP entries behind each guest table access and the final GPA, long form:
+        (access, part, guest_level (0 = final GPA), tdp_level, entry_addr, entry_value)."""
+        if self.tdp_trace is None:
+            raise ValueError("this result has no 2-D trace: translate(..., trace=True) on a nested walk")
+        ta, tv = self.tdp_trace
+        rows, g, t = np.nonzero(ta >= 0)
+        glevel = np.where(g == 5, 0, g + 1).astype(np.uint8)
+        return pd.DataFrame({
+            "access": self._cols["access"][rows], "part": self._cols["part"][rows],
+            "guest_level": glevel, "tdp_level": (t + 1).astype(np.uint8),
+            "entry_addr": _u64(ta[rows, g, t]), "entry_value": _u64(tv[rows, g, t]),
+        })
 
     def summary(self) -> pd.DataFrame:
         """Counts by fault class and access kind (a first look; see vecmmu.analysis later)."""

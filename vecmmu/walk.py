@@ -1,9 +1,16 @@
 """PageWalk: walks existing tables of one format from a root (KVM's ``kvm_pagewalk``).
 
-``PageWalk`` in the ``cpu_walk`` role turns guest linear addresses into guest-physical
-addresses through the guest's own tables (root = CR3), in any guest paging mode. It
-validates and converts the batch, then calls the jitted kernel
-:func:`vecmmu.kernels.cpu_walk.cpu_translate` chunk by chunk.
+Two roles, as in KVM:
+
+* ``cpu_walk`` (a :class:`CpuRole`): guest linear → guest physical through the guest's
+  own tables (root = CR3), in any guest paging mode;
+* ``tdp_walk`` (an :class:`EptRole` or :class:`NptRole`): guest physical → host physical
+  through EPT (root = EPTP) or NPT (root = nCR3).
+
+A ``cpu_walk`` built with ``tdp=`` a ``tdp_walk`` is the two-dimensional walk: every guest
+paging-structure access and the final GPA go through the TDP. ``PageWalk`` validates and
+converts a batch, then calls a jitted driver (:mod:`vecmmu.kernels.cpu_walk`,
+:mod:`vecmmu.kernels.tdp_walk`) chunk by chunk.
 
 >>> from vecmmu import Mmu
 >>> mmu = Mmu.for_mode("4level")
@@ -20,15 +27,17 @@ from typing import Sequence
 
 import numba
 import numpy as np
+import pandas as pd
 
 from . import bits as B
 from .access import as_accesses
 from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
+from .kernels import tdp_walk as KT
 from .memory import PhysMem
 from .result import Translation, acc_string
-from .role import CpuRole, RegisterError
+from .role import CpuRole, EptRole, NptRole, RegisterError
 
 DEFAULT_CHUNK = 1 << 20
 
@@ -99,46 +108,61 @@ class _Progress:
 
 
 class PageWalk:
-    """A guest page-table walker (``cpu_walk``) over a :class:`PhysMem`.
+    """A page-table walker over a :class:`PhysMem` (KVM's ``kvm_pagewalk``).
 
     Parameters
     ----------
-    role : CpuRole
-        Paging mode and features (see :meth:`from_regs` to start from register values).
+    role : CpuRole, EptRole or NptRole
+        A ``CpuRole`` makes a ``cpu_walk`` (see :meth:`from_regs` to start from register
+        values); an ``EptRole`` or ``NptRole`` makes a ``tdp_walk``.
     mem : PhysMem
-        Guest-physical memory holding the tables.
+        Physical memory holding the tables. For a two-dimensional walk it is host memory
+        (the guest's tables are found through the TDP).
     cr3 : int or sequence of int
-        One CR3 per address space (``asid`` indexes this list). PCID bits and bits at or
-        above MAXPHYADDR are masked.
+        The root: CR3 values (one per address space; ``asid`` indexes this list; PCID
+        bits and bits at or above MAXPHYADDR are masked), or the EPTP / nCR3 of a
+        ``tdp_walk``.
     pdptes : array (4,) or (n_cr3, 4), optional
-        PAE PDPTE registers. Default: loaded from memory at each CR3 and checked, as
-        MOV CR3 does (:func:`load_pdptes`).
+        PAE PDPTE registers. Default: loaded at each CR3 and checked, as MOV CR3 does
+        (:func:`load_pdptes`; through the TDP for a nested guest).
     semantics : "hardware" or "kvm"
         Hardware (the manuals) by default; "kvm" reproduces KVM's walker where the two
-        differ (K5 I/D bit, K6 PSE-36, K9 A flags on faulting walks, K13 unbacked tables).
+        differ (see the README's table).
     pkru : int
         PKRU for batches that do not give one per access (default 0: all keys allowed).
+    tdp : PageWalk, optional
+        A ``tdp_walk`` over the same memory: makes this ``cpu_walk`` two-dimensional.
     """
 
-    def __init__(self, role: CpuRole, mem: PhysMem, cr3=0, *, pdptes=None,
-                 semantics: str = "hardware", pkru: int = 0):
-        if not isinstance(role, CpuRole):
-            raise TypeError(f"role must be a CpuRole, not {type(role).__name__}")
+    def __init__(self, role, mem: PhysMem, cr3=0, *, pdptes=None, semantics: str = "hardware",
+                 pkru: int = 0, tdp: "PageWalk | None" = None):
         if not isinstance(mem, PhysMem):
             raise TypeError(f"mem must be a PhysMem, not {type(mem).__name__}")
+        if semantics not in ("hardware", "kvm"):
+            raise ValueError(f"semantics must be 'hardware' or 'kvm', not {semantics!r}")
         self.role = role
-        self.format = PageFormat.for_cpu(role, semantics)
         self.semantics = semantics
         self.mem = mem
+        self.tdp = None
+        self._wopts = K.W_KVM_UNBACKED if semantics == "kvm" else K.W_CHECK_FINAL
+        self.pkru = self._check_pkru(pkru)
         cr3s = [cr3] if np.ndim(cr3) == 0 else list(cr3)
         if not cr3s:
             raise ValueError("cr3 must name at least one root")
         self.cr3 = [int(c) & (2**64 - 1) for c in cr3s]
-        mask = role.root_mask()
-        self._roots = np.array([c & mask for c in self.cr3], dtype=np.uint64).view(np.int64)
-        if role.mode is PagingMode.PAE:
+        if isinstance(role, (EptRole, NptRole)):
+            self._init_tdp(role, pdptes, tdp)
+            return
+        if not isinstance(role, CpuRole):
+            raise TypeError(f"role must be a CpuRole, EptRole or NptRole, not {type(role).__name__}")
+        if tdp is not None:
+            self._attach_tdp(tdp)
+        amd_npt = tdp is not None and tdp.kind == "npt" and semantics == "hardware"
+        self.format = PageFormat.for_cpu(role, semantics, pdpte_from_memory=amd_npt)
+        self._roots = np.array([c & role.root_mask() for c in self.cr3], dtype=np.uint64).view(np.int64)
+        if role.mode is PagingMode.PAE and not amd_npt:
             if pdptes is None:
-                pd = np.stack([load_pdptes(mem, c, role.maxphyaddr) for c in self.cr3])
+                pd = np.stack([self._load_pdptes(c) for c in self.cr3])
             else:
                 pd = np.asarray(pdptes, dtype=np.uint64).reshape(-1, 4)
                 if pd.shape[0] != len(self.cr3):
@@ -146,19 +170,90 @@ class PageWalk:
             self.pdptes = pd
         else:
             if pdptes is not None:
-                raise ValueError("pdptes apply only to PAE paging")
+                raise ValueError("pdptes apply only to PAE paging with PDPTE registers "
+                                 "(an AMD guest under NPT reads them from memory on every walk)")
             self.pdptes = np.zeros((len(self.cr3), 4), dtype=np.uint64)
         self._pdptes_i = np.ascontiguousarray(self.pdptes).view(np.int64)
-        self.pkru = self._check_pkru(pkru)
-        self._wopts = K.W_KVM_UNBACKED if semantics == "kvm" else K.W_CHECK_FINAL
+
+    def _init_tdp(self, role, pdptes, tdp):
+        if tdp is not None:
+            raise ValueError("a tdp_walk cannot itself sit on a TDP here (shadow EPT is built "
+                             "by the Mmu instead)")
+        if pdptes is not None:
+            raise ValueError("pdptes apply to guest PAE paging, not to a tdp_walk")
+        if len(self.cr3) != 1:
+            raise ValueError("a tdp_walk has one root (EPTP or nCR3)")
+        self.format = PageFormat.for_tdp(role, self.semantics)
+        if role.kind == "ept":
+            root = self.cr3[0] & B.bits(51, 12)
+            if self.cr3[0] & 0xFFF:                          # an EPTP value: check it agrees
+                got = EptRole.from_eptp(self.cr3[0], execonly=role.execonly, mbec=role.mbec,
+                                        huge_level=role.huge_level, maxphyaddr=role.maxphyaddr,
+                                        advanced_info=role.advanced_info)
+                if got != role:
+                    raise RegisterError(f"EPTP={self.cr3[0]:#x} says {got}, but the role is {role}")
+        else:
+            root = self.cr3[0] & (B.bits(31, 5) if role.mode is PagingMode.PAE
+                                  else B.bits(role.maxphyaddr - 1, 12))
+        self._roots = np.array([root], dtype=np.int64)
+        self.pdptes = np.zeros((1, 4), dtype=np.uint64)
+        self._pdptes_i = self.pdptes.view(np.int64)
+
+    def _attach_tdp(self, tdp):
+        if not isinstance(tdp, PageWalk) or tdp.kind not in ("ept", "npt"):
+            raise TypeError("tdp must be a tdp_walk: PageWalk(EptRole(...) or NptRole(...), mem, root)")
+        if tdp.mem is not self.mem:
+            raise ValueError("the guest walk and its tdp_walk must share one PhysMem (host memory)")
+        if tdp.semantics != self.semantics:
+            raise ValueError(f"semantics differ: guest {self.semantics!r}, tdp {tdp.semantics!r}")
+        if self.role.paging and self.role.maxphyaddr > tdp.role.gpa_bits:
+            raise RegisterError(f"guest MAXPHYADDR {self.role.maxphyaddr} exceeds the "
+                                f"{tdp.role.gpa_bits}-bit reach of the {tdp.kind.upper()} "
+                                f"(reading R7); build the guest CpuRole with "
+                                f"maxphyaddr<={tdp.role.gpa_bits}")
+        self.tdp = tdp
+
+    def _load_pdptes(self, cr3):
+        """PDPTE registers at CR3: from memory, or through the TDP for a nested guest (R11:
+        a read, GLA invalid; KVM translates it as a write, K4)."""
+        if self.tdp is None:
+            return load_pdptes(self.mem, cr3, self.role.maxphyaddr)
+        base = int(cr3) & B.bits(31, 5)
+        kind = "write" if self.semantics == "kvm" else "read"
+        r = self.tdp.translate([base], kind, table=True)
+        if r.fault[0] != Fault.NONE:
+            df = r.to_frame().iloc[0]
+            raise PdpteError(f"loading PAE PDPTEs at CR3={int(cr3):#x} exits: {df['fault']} on "
+                             f"GPA {base:#x} (exit qualification {int(df['exit_qual']):#x}, "
+                             f"error code {int(df['error_code']):#x})")
+        hpa = int(r.hpa[0])
+        tmp = PhysMem()
+        slot = self.mem.slot_of(hpa)
+        if slot is None or not self.mem.is_backed(hpa, 32):
+            raise PdpteError(f"PDPT at GPA {base:#x} (HPA {hpa:#x}) is not in host memory")
+        tmp.add_slot(0, np.frombuffer(self.mem.read(hpa, 32), dtype=np.uint8).copy())
+        return load_pdptes(tmp, 0, self.role.maxphyaddr)
+
+    @property
+    def kind(self) -> str:
+        """'cpu', 'nested' (a cpu_walk on a tdp_walk), 'ept' or 'npt'."""
+        if isinstance(self.role, CpuRole):
+            return "nested" if self.tdp is not None else "cpu"
+        return self.role.kind
 
     @classmethod
     def from_regs(cls, mem: PhysMem, *, cr0: int, cr3: int, cr4: int, efer: int = 0,
                   maxphyaddr: int = 52, gbpages: bool = True, vendor: str = "intel",
-                  semantics: str = "hardware", pkru: int = 0, pdptes=None) -> "PageWalk":
-        """A walker from register values (as a memory dump gives them)."""
+                  semantics: str = "hardware", pkru: int = 0, pdptes=None, tdp=None) -> "PageWalk":
+        """A cpu_walk from register values (as a memory dump gives them)."""
         role = CpuRole.from_regs(cr0, cr4, efer, maxphyaddr=maxphyaddr, gbpages=gbpages, vendor=vendor)
-        return cls(role, mem, cr3, pdptes=pdptes, semantics=semantics, pkru=pkru)
+        return cls(role, mem, cr3, pdptes=pdptes, semantics=semantics, pkru=pkru, tdp=tdp)
+
+    @classmethod
+    def from_eptp(cls, mem: PhysMem, eptp: int, *, semantics: str = "hardware", **caps) -> "PageWalk":
+        """A tdp_walk over EPT from an EPTP value and the VMX capabilities
+        (``execonly``, ``mbec``, ``huge_level``, ``advanced_info``, ``maxphyaddr``)."""
+        return cls(EptRole.from_eptp(eptp, **caps), mem, eptp, semantics=semantics)
 
     @staticmethod
     def _check_pkru(pkru):
@@ -169,19 +264,23 @@ class PageWalk:
 
     # -- the batch entry point ------------------------------------------------------------------
     def translate(self, accesses, kind=None, *, user=None, ac=None, implicit=None, stack=None,
-                  size=None, asid=None, pkru=None, trace: bool = False, ad: str | None = None,
-                  threads: int | None = None, chunk: int = DEFAULT_CHUNK,
-                  progress: bool | None = None) -> Translation:
+                  size=None, asid=None, pkru=None, table=False, guest_acc: int = 15,
+                  trace: bool = False, ad: str | None = None, threads: int | None = None,
+                  chunk: int = DEFAULT_CHUNK, progress: bool | None = None) -> Translation:
         """Translate a batch of accesses.
 
         ``accesses`` is an access batch (:func:`vecmmu.make_accesses`), a DataFrame with
         an ``addr`` column, or addresses, with the other fields as keywords (scalars or
         arrays). ``pkru`` overrides the walker's PKRU (one value, or one per access).
+        For a ``tdp_walk`` the addresses are GPAs; ``user`` means a user-mode linear
+        address (MBEC) or a CPL-3 access (NPT with GMET), ``table`` a guest
+        paging-structure access, ``guest_acc`` the guest rights behind the access
+        (advanced exit information).
 
-        ``ad``: None (memory is not changed), ``"trace"`` (A/D flags written back in
-        trace order: each access sees the flags of those before it) or ``"snapshot"``
-        (every access sees the starting memory; the flags are written afterwards).
-        Results never depend on ``threads``.
+        ``ad`` (cpu_walk only): None (memory is not changed), ``"trace"`` (A/D flags
+        written back in trace order: each access sees the flags of those before it) or
+        ``"snapshot"`` (every access sees the starting memory; the flags are written
+        afterwards). Results never depend on ``threads``.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -189,6 +288,10 @@ class PageWalk:
         n_in = acc.shape[0]
         if ad not in (None, "trace", "snapshot"):
             raise ValueError(f"ad must be None, 'trace' or 'snapshot', not {ad!r}")
+        if ad is not None and self.kind != "cpu":
+            raise NotImplementedError(f"A/D write-back is implemented for the 1-D cpu_walk only, "
+                                      f"not for a {self.kind} walk (results still account for "
+                                      f"the A/D bits in memory)")
         if ad is not None:
             for s in self.mem.slots:
                 if not s.writable:
@@ -197,7 +300,7 @@ class PageWalk:
         if n_in and int(acc["asid"].max()) >= len(self.cr3):
             bad = int(np.flatnonzero(acc["asid"] >= len(self.cr3))[0])
             raise ValueError(f"asid[{bad}] = {int(acc['asid'][bad])}, but the walker has "
-                             f"{len(self.cr3)} CR3 value(s)")
+                             f"{len(self.cr3)} root(s)")
 
         # a page-crossing access is two translations
         addr = acc["addr"]
@@ -214,9 +317,9 @@ class PageWalk:
             sel = acc
             t_addr = np.ascontiguousarray(addr)
         n = t_addr.shape[0]
-        kind = sel["kind"]
-        af = ((kind == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
-              | (kind == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
+        kind_a = sel["kind"]
+        af = ((kind_a == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
+              | (kind_a == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
               | sel["user"] * np.uint8(K.AF_USER) | sel["ac"] * np.uint8(K.AF_AC)
               | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
         if len(self.cr3) == 1:
@@ -234,29 +337,32 @@ class PageWalk:
         if pk.shape[0] == 1 and n > 1:
             pk = pk[:1]
 
-        cols = {
-            "access": index, "part": part, "addr": np.array(t_addr, dtype=np.uint64),
-            "asid": np.ascontiguousarray(sel["asid"]), "kind": np.ascontiguousarray(sel["kind"]),
-            "user": np.ascontiguousarray(sel["user"]),
-            "gpa": np.empty(n, np.uint64), "fault": np.empty(n, np.uint8),
-            "error_code": np.empty(n, np.uint64), "fault_level": np.empty(n, np.uint8),
-            "entry_addr": np.empty(n, np.uint64), "entry_value": np.empty(n, np.uint64),
-            "leaf_level": np.empty(n, np.uint8), "page_shift": np.empty(n, np.uint8),
-            "acc": np.empty(n, np.uint8), "pkey": np.empty(n, np.uint8), "refs": np.empty(n, np.uint8),
-        }
-        if self.role.mode in (PagingMode.BIT32, PagingMode.PAE, PagingMode.NONE):
+        cols = {"access": index, "part": part, "addr": np.array(t_addr, dtype=np.uint64),
+                "asid": np.ascontiguousarray(sel["asid"]), "kind": np.ascontiguousarray(kind_a),
+                "user": np.ascontiguousarray(sel["user"])}
+        if self.kind == "cpu" and self.role.mode in (PagingMode.BIT32, PagingMode.PAE, PagingMode.NONE):
             cols["addr"] &= np.uint64(0xFFFFFFFF)
-        if trace:
-            tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64))
-        else:
-            tr = None
-        self._run(cols, af, asids, pk, tr, ad, threads, int(chunk), progress)
-        return Translation(cols, tr, mode_name=B.MODE_NAMES[self.role.mode], semantics=self.semantics)
+        if self.kind == "nested" and self.role.mode in (PagingMode.BIT32, PagingMode.PAE, PagingMode.NONE):
+            cols["addr"] &= np.uint64(0xFFFFFFFF)
+        name = B.MODE_NAMES.get(getattr(self.role, "mode", None), self.kind.upper())
+        with _num_threads(threads):
+            if self.kind == "cpu":
+                tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
+                self._run(cols, af, asids, pk, tr, ad, int(chunk), progress)
+                return Translation(cols, tr, mode_name=name, semantics=self.semantics)
+            if self.kind == "nested":
+                return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
+            return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
-    def _run(self, cols, af, asids, pk, tr, ad, threads, chunk, progress):
+    def _run(self, cols, af, asids, pk, tr, ad, chunk, progress):
         n = af.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")
+        for k, dt in (("gpa", np.uint64), ("fault", np.uint8), ("error_code", np.uint64),
+                      ("fault_level", np.uint8), ("entry_addr", np.uint64),
+                      ("entry_value", np.uint64), ("leaf_level", np.uint8), ("page_shift", np.uint8),
+                      ("acc", np.uint8), ("pkey", np.uint8), ("refs", np.uint8)):
+            cols[k] = np.empty(n, dt)
         memt = _mem_tuple(self.mem)
         params, rsvd, perms = self.format.params(), self.format.rsvd_table(), self.format.perm_table()
         addr_i = cols["addr"].view(np.int64)
@@ -269,60 +375,164 @@ class PageWalk:
         dummy = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
         prog = _Progress(n, "translating", progress)
         passes = 2 if ad == "snapshot" else 1
-        with _num_threads(threads):
-            for p in range(passes):
-                for lo in range(0, n, chunk):
-                    hi = min(n, lo + chunk)
-                    if tr is not None and p == 0:
-                        t = (tr[0][lo:hi], tr[1][lo:hi])
-                    elif need_trace:
-                        t = (np.empty((hi - lo, 5), np.int64), np.empty((hi - lo, 5), np.int64))
-                    else:
-                        t = dummy
-                    a = asids[lo:hi] if asids.shape[0] == n and n > 1 else asids
-                    k = pk[lo:hi] if pk.shape[0] == n and n > 1 else pk
-                    if p == 0:
-                        o = [x[lo:hi] for x in outs]
-                    else:   # snapshot second pass: re-walk (same path) only to place the flags
-                        o = [np.empty(hi - lo, x.dtype) for x in outs]
-                    K.cpu_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
-                                    params, rsvd, perms, self._wopts, memt, *o,
-                                    need_trace, t[0], t[1])
-                    if ad == "trace" or (ad == "snapshot" and p == 1):
-                        # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
-                        K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,
-                                   kvm, ad == "trace", memt)
-                    if p == passes - 1:
-                        prog.update(hi)
+        for p in range(passes):
+            for lo in range(0, n, chunk):
+                hi = min(n, lo + chunk)
+                if tr is not None and p == 0:
+                    t = (tr[0][lo:hi], tr[1][lo:hi])
+                elif need_trace:
+                    t = (np.empty((hi - lo, 5), np.int64), np.empty((hi - lo, 5), np.int64))
+                else:
+                    t = dummy
+                a = asids[lo:hi] if asids.shape[0] == n and n > 1 else asids
+                k = pk[lo:hi] if pk.shape[0] == n and n > 1 else pk
+                if p == 0:
+                    o = [x[lo:hi] for x in outs]
+                else:   # snapshot second pass: re-walk (same path) only to place the flags
+                    o = [np.empty(hi - lo, x.dtype) for x in outs]
+                K.cpu_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
+                                params, rsvd, perms, self._wopts, memt, *o,
+                                need_trace, t[0], t[1])
+                if ad == "trace" or (ad == "snapshot" and p == 1):
+                    # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
+                    K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,
+                               kvm, ad == "trace", memt)
+                if p == passes - 1:
+                    prog.update(hi)
         prog.close()
+
+    def _tdp_args(self):
+        t = self.tdp if self.kind == "nested" else self
+        f = t.format
+        return (f.params(), f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts)
+
+    def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name):
+        n = af.shape[0]
+        out = np.empty((n, len(KT.NESTED_COLS)), np.int64)
+        if trace:
+            tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64))
+            ttr = (np.full((n, 6, 5), -1, np.int64), np.zeros((n, 6, 5), np.int64))
+        else:
+            tr = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
+            ttr = (np.full((1, 6, 5), -1, np.int64), np.zeros((1, 6, 5), np.int64))
+        memt = _mem_tuple(self.mem)
+        f = self.format
+        targs = self._tdp_args()
+        addr_i = cols["addr"].view(np.int64)
+        prog = _Progress(n, "translating (2-D)", progress)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            a = asids[lo:hi] if asids.shape[0] == n and n > 1 else asids
+            k = pk[lo:hi] if pk.shape[0] == n and n > 1 else pk
+            t = (tr[0][lo:hi], tr[1][lo:hi], ttr[0][lo:hi], ttr[1][lo:hi]) if trace else (*tr, *ttr)
+            KT.nested_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
+                                f.params(), f.rsvd_table(), f.perm_table(), self._wopts,
+                                *targs, memt, out[lo:hi], trace, *t)
+            prog.update(hi)
+        prog.close()
+        _nested_columns(cols, out)
+        return Translation(cols, tr if trace else None, tdp_trace=ttr if trace else None,
+                           mode_name=f"{name} over {self.tdp.kind.upper()}", semantics=self.semantics)
+
+    def _run_tdp(self, cols, af, table, guest_acc, trace, chunk, progress):
+        n = af.shape[0]
+        out = np.empty((n, len(KT.TDP_COLS)), np.int64)
+        tbl = np.asarray(table, dtype=np.uint8).reshape(-1)
+        if tbl.shape[0] not in (1, n):
+            raise ValueError(f"table has {tbl.shape[0]} values for {n} accesses")
+        gacc = np.asarray(guest_acc, dtype=np.int64).reshape(-1)
+        if gacc.shape[0] not in (1, n) or gacc.min() < 0 or gacc.max() > 15:
+            raise ValueError("guest_acc must be ACC rights 0..15, one or one per access")
+        ttr = ((np.full((n, 1, 5), -1, np.int64), np.zeros((n, 1, 5), np.int64)) if trace
+               else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
+        memt = _mem_tuple(self.mem)
+        addr_i = cols["addr"].view(np.int64)
+        prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            tb = tbl[lo:hi] if tbl.shape[0] == n and n > 1 else tbl
+            ga = gacc[lo:hi] if gacc.shape[0] == n and n > 1 else gacc
+            t = (ttr[0][lo:hi], ttr[1][lo:hi]) if trace else ttr
+            KT.tdp_translate_batch(addr_i[lo:hi], af[lo:hi], tb, ga, *self._tdp_args(), memt,
+                                   out[lo:hi], trace, *t)
+            prog.update(hi)
+        prog.close()
+        for j, name in enumerate(KT.TDP_COLS):
+            cols[name] = _typed(name, out[:, j])
+        cols["stage"] = np.where(cols["fault"] == Fault.NONE, 0,
+                                 np.where(np.broadcast_to(tbl, (n,)) != 0, 2, 3)).astype(np.uint8)
+        return Translation(cols, (ttr[0][:, 0, :], ttr[1][:, 0, :]) if trace else None,
+                           mode_name=self.kind.upper(), semantics=self.semantics)
 
     # -- conveniences -------------------------------------------------------------------------
     def explain(self, addr: int, kind="read", *, user: bool = False, ac: bool = False,
                 implicit: bool = False, asid: int = 0, pkru=None) -> str:
         """A readable account of one translation: every entry read and the decision."""
-        r = self.translate([addr], kind=kind, user=user, ac=ac, implicit=implicit, asid=asid,
-                           pkru=pkru, trace=True)
+        kw = {} if self.kind in ("ept", "npt") else dict(ac=ac, implicit=implicit, asid=asid, pkru=pkru)
+        r = self.translate([addr], kind=kind, user=user, trace=True, **kw)
         row = r.to_frame().iloc[0]
         lines = [f"{'user' if user else 'supervisor'} {row['kind']} of {int(addr) & (2**64 - 1):#x} "
-                 f"({B.MODE_NAMES[self.role.mode]}, {self.semantics}, CR3={self.cr3[asid]:#x})"]
+                 f"({r.mode_name}, {self.semantics}, root={self.cr3[asid]:#x})"]
         for lvl in range(5, 0, -1):
+            if r.tdp_trace is not None:
+                for tl in range(5, 0, -1):
+                    ta = int(r.tdp_trace[0][0, lvl - 1, tl - 1])
+                    if ta >= 0:
+                        lines.append(f"    TDP L{tl} entry @ {ta:#014x} = "
+                                     f"{int(r.tdp_trace[1][0, lvl - 1, tl - 1]) & (2**64 - 1):#018x}")
             ea = int(r.trace_addr[0, lvl - 1])
             if ea >= 0:
                 v = int(r.trace_value[0, lvl - 1]) & (2**64 - 1)
                 lines.append(f"  L{lvl} entry @ {ea:#014x} = {v:#018x}")
-        lines.append(f"  -> {row['fault']}" + (f", error code {int(row['error_code']):#x}"
-                                               if row["fault"] == "#PF" else "")
-                     + (f", GPA {int(row['gpa']):#x}" if row["gpa"] is not None and not
-                        (row["gpa"] is np.nan) and str(row["gpa"]) != "<NA>" else "")
-                     + (f", {row['page_size']} page, rights {acc_string([row['acc']])[0]}"
-                        f", pkey {row['pkey']}" if row["leaf_level"] else ""))
+        if r.tdp_trace is not None:
+            for tl in range(5, 0, -1):
+                ta = int(r.tdp_trace[0][0, 5, tl - 1])
+                if ta >= 0:
+                    lines.append(f"    TDP L{tl} entry @ {ta:#014x} = "
+                                 f"{int(r.tdp_trace[1][0, 5, tl - 1]) & (2**64 - 1):#018x}  (final GPA)")
+        out = f"  -> {row['fault']}"
+        if row["fault"] in ("#PF", "#NPF"):
+            out += f", error code {int(row['error_code']):#x}"
+        if "exit_qual" in row and row["fault"] == "EPT violation":
+            out += f", exit qualification {int(row['exit_qual']):#x}"
+        for col in ("gpa", "hpa"):
+            if col in row and not pd.isna(row[col]):
+                out += f", {col.upper()} {int(row[col]):#x}"
+        if row.get("leaf_level", 0):
+            out += f", {row['page_size']} page, rights {acc_string([row['acc']])[0]}"
+            if "pkey" in row:
+                out += f", pkey {row['pkey']}"
+        lines.append(out)
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         roots = ", ".join(f"{c:#x}" for c in self.cr3[:4]) + (" ..." if len(self.cr3) > 4 else "")
-        return f"PageWalk(cpu_walk, {self.role}, {self.semantics}, CR3=[{roots}])"
+        on = f", on {self.tdp!r}" if self.tdp is not None else ""
+        return f"PageWalk({self.kind}, {self.role}, {self.semantics}, root=[{roots}]{on})"
+
+
+_U8 = {"fault", "stage", "fault_level", "guest_level", "leaf_level", "page_shift", "acc", "pkey",
+       "refs", "tdp_page_shift", "tdp_acc"}
+
+
+def _typed(name, col):
+    if name in _U8:
+        return col.astype(np.uint8)
+    return np.ascontiguousarray(col).view(np.uint64)
+
+
+def _nested_columns(cols, out):
+    for j, name in enumerate(KT.NESTED_COLS):
+        cols[name] = _typed(name, out[:, j])
 
 
 def cpu_walk(role: CpuRole, mem: PhysMem, cr3: int | Sequence[int] = 0, **kw) -> PageWalk:
     """The ``cpu_walk`` role: a guest walker rooted at CR3 (see :class:`PageWalk`)."""
     return PageWalk(role, mem, cr3, **kw)
+
+
+def tdp_walk(role, mem: PhysMem, root: int, **kw) -> PageWalk:
+    """The ``tdp_walk`` role: an EPT or NPT walker rooted at the EPTP or nCR3."""
+    if not isinstance(role, (EptRole, NptRole)):
+        raise TypeError("tdp_walk wants an EptRole or NptRole")
+    return PageWalk(role, mem, root, **kw)

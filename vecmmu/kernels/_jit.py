@@ -4,8 +4,39 @@
 no fastmath (the kernels are integer code and must be exact); bounds checks off, so the
 kernels bounds-check every memory read themselves.
 """
+import hashlib
+import os
+from pathlib import Path
+
 import numba
 from numba import prange  # noqa: F401  (re-exported for the kernels)
+
+
+def _invalidate_stale_cache() -> None:
+    """Numba keys a cached function on its own file only, so a driver cached in one module
+    keeps stale code when a walker it calls (another module) changes. Keep a digest of all
+    kernel sources beside the cache and drop the cache when the digest changes."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    user_dir = os.environ.get("NUMBA_CACHE_DIR")
+    # the directory Numba uses for this package's kernels (and nothing else of the user's)
+    cache = Path(user_dir) / here.relative_to(here.anchor) if user_dir else here / "__pycache__"
+    stamp = cache / "vecmmu-kernels.sha256"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:
+        pass
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            f.unlink(missing_ok=True)
+        stamp.write_text(digest)
+    except OSError:        # a read-only install: Numba then compiles without caching
+        pass
+
+
+_invalidate_stale_cache()
 
 OPTIONS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy", boundscheck=False)
 

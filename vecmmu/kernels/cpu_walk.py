@@ -10,7 +10,7 @@ from ._jit import jit, pjit, prange
 from .physmem import read_phys, write_phys
 from .walkers import (AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE,  # noqa: F401
                       F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL, W_KVM_UNBACKED,
-                      walk_x86)
+                      walk_x86_flat)
 
 A_BIT = 1 << 5
 D_BIT = 1 << 6
@@ -35,7 +35,7 @@ def cpu_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, m
         pk = pkru[i] if per_pkru else pkru[0]
         m = (slot_base, slot_end, slot_backing, slot_offset, backings)
         (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-         tacc) = walk_x86(i, addr[i], af[i], roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
+         tacc) = walk_x86_flat(i, addr[i], af[i], roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
                           m, do_trace, tr_addr, tr_val, None, i, True)
         o_fault[i] = f
         o_ec[i] = ec

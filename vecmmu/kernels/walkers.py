@@ -210,242 +210,258 @@ def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
         if (fflags & FMT_GMET) != 0 and not user_mode:
             af = af & ~np.int64(AF_USER)
         stage_bit = PF_GUEST_FINAL
-    row_i = tr_i if do_trace else 0
+    row_i = np.int64(0)
+    if do_trace:
+        row_i = np.int64(tr_i)
     (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pk, refs, g2, hpa, fg, tsh,
-     tacc) = walk_x86(0, gpa, af, root, tr_addr[0, :0, :4], 0, zero, fp, rsvd, perms, wopts,
+     tacc) = walk_x86_flat(0, gpa, af, root, tr_addr[0, :0, :4], 0, zero, fp, rsvd, perms, wopts,
                       mem, do_trace, tr_addr[row_i], tr_val[row_i], None, tr_row, not table)
     if f == F_PF:
         return F_NPF, ec | stage_bit, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
     return f, zero, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
 
 
-@jit
-def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru, fp, rsvd, perms, wopts, mem,
-             do_trace, tr_addr, tr_val, tdp, tr_rowbase, check_final, ttr=None):
-    """Walk one linear address through x86 tables and decide the access (KVM:
-    ``FNAME(walk_addr_generic)`` + ``permission_fault``), optionally over a TDP.
+def _make_walk_x86(NESTED):
+    """Instantiate the x86 walker, as KVM includes ``paging_tmpl.h`` once per instance:
+    ``NESTED`` (a compile-time constant) adds the TDP step to every guest table access
+    and to the final GPA. Two instances from one source: ``walk_x86_flat`` (1-D walks,
+    and the NPT side of a 2-D walk) and ``walk_x86_nested`` (the guest side of a 2-D
+    walk). Distinct functions, not one specialised on ``tdp=None``: Numba 0.68's cache
+    cannot reload a dispatcher that calls another specialisation of itself."""
 
-    ``tr_addr``/``tr_val`` rows are indexed by ``tr_rowbase + level - 1`` in 2-D form
-    ``[row, level - 1]`` (a batch passes ``trace[i]`` slices). Returns ``(fault,
-    error_code, exit_qual, stage, fault_level, guest_level, entry_addr, entry_value,
-    leaf_level, page_shift, acc, pkey, refs, gpa, hpa, fault_gpa, tdp_page_shift,
-    tdp_acc)``.
-    """
-    root_level = fp[0]
-    pte_size = fp[1]
-    index_bits = fp[2]
-    va_bits = fp[3]
-    leaf_levels = fp[4]
-    fflags = fp[5]
-    addr_mask = fp[6]
-    nx_flip = fp[7]
-    exec_force = fp[8]
-    pse36_mask = fp[9]
-    pkru_mask = fp[10]
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
-    kvm = (fflags & FMT_KVM) != 0
-    zero = np.int64(0)
-    write = (af & AF_WRITE) != 0
-    fetch = (af & AF_FETCH) != 0
-    user = (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0   # implicit accesses are supervisor
-    cpl3 = (af & AF_USER) != 0
-    pfec = np.int64(0)
-    if write:
-        pfec |= PF_W
-    if user:
-        pfec |= PF_U
-    if fetch:
-        pfec |= PF_FETCH
-    # the error-code bits every #PF of this access carries (I/D only where reported, K5/K7)
-    ec_acc = pfec & (PF_W | PF_U)
-    if fetch and (fflags & FMT_PFERR_FETCH) != 0:
-        ec_acc |= PF_FETCH
-    if do_trace:
-        for k in range(5):
-            tr_addr[tr_rowbase, k] = -1
-            tr_val[tr_rowbase, k] = 0
-    refs = zero
-    tw_mask = zero          # guest levels whose table page the TDP lets us write
-    need_ad = zero          # guest levels whose entry needs an A (or D) flag written
+    def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru, fp, rsvd, perms, wopts, mem,
+                 do_trace, tr_addr, tr_val, tdp, tr_rowbase, check_final, ttr=None):
+        """Walk one linear address through x86 tables and decide the access (KVM:
+        ``FNAME(walk_addr_generic)`` + ``permission_fault``), optionally over a TDP.
 
-    if root_level == 0:                                   # paging off: GPA = linear address
-        gpa = addr & 0xFFFFFFFF
-        acc = np.int64(15)
-        hpa = gpa
-        if tdp is not None:
-            um = cpl3 if _is_npt(tdp) else True           # MBEC: paging off is user-mode (R18)
+        ``tr_addr``/``tr_val`` rows are indexed by ``tr_rowbase + level - 1`` in 2-D form
+        ``[row, level - 1]`` (a batch passes ``trace[i]`` slices). Returns ``(fault,
+        error_code, exit_qual, stage, fault_level, guest_level, entry_addr, entry_value,
+        leaf_level, page_shift, acc, pkey, refs, gpa, hpa, fault_gpa, tdp_page_shift,
+        tdp_acc)``.
+        """
+        root_level = fp[0]
+        pte_size = fp[1]
+        index_bits = fp[2]
+        va_bits = fp[3]
+        leaf_levels = fp[4]
+        fflags = fp[5]
+        addr_mask = fp[6]
+        nx_flip = fp[7]
+        exec_force = fp[8]
+        pse36_mask = fp[9]
+        pkru_mask = fp[10]
+        slot_base, slot_end, slot_backing, slot_offset, backings = mem
+        kvm = (fflags & FMT_KVM) != 0
+        zero = np.int64(0)
+        write = (af & AF_WRITE) != 0
+        fetch = (af & AF_FETCH) != 0
+        user = (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0   # implicit accesses are supervisor
+        cpl3 = (af & AF_USER) != 0
+        pfec = np.int64(0)
+        if write:
+            pfec |= PF_W
+        if user:
+            pfec |= PF_U
+        if fetch:
+            pfec |= PF_FETCH
+        # the error-code bits every #PF of this access carries (I/D only where reported, K5/K7)
+        ec_acc = pfec & (PF_W | PF_U)
+        if fetch and (fflags & FMT_PFERR_FETCH) != 0:
+            ec_acc |= PF_FETCH
+        if do_trace:
+            for k in range(5):
+                tr_addr[tr_rowbase, k] = -1
+                tr_val[tr_rowbase, k] = 0
+        refs = zero
+        tw_mask = zero          # guest levels whose table page the TDP lets us write
+        need_ad = zero          # guest levels whose entry needs an A (or D) flag written
+
+        if root_level == 0:                                   # paging off: GPA = linear address
+            gpa = addr & 0xFFFFFFFF
+            acc = np.int64(15)
+            hpa = gpa
+            if NESTED:
+                um = cpl3 if _is_npt(tdp) else True           # MBEC: paging off is user-mode (R18)
+                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                    tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
+                refs += trefs
+                if tf != F_NONE:
+                    fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
+                    return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, zero, zero, acc, zero, refs,
+                            gpa, thpa, fg, tsh, tacc)
+                return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero,
+                        refs, gpa, thpa, zero, tsh, tacc)
+            if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
+                return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, zero, zero, acc, zero,
+                        zero, gpa, gpa, zero, zero, zero)
+            return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero, zero,
+                    gpa, hpa, zero, zero, zero)
+
+        if va_bits == 32:
+            addr = addr & 0xFFFFFFFF
+        else:                                                 # canonical: bits 63:va_bits-1 equal
+            sh = 64 - va_bits
+            if ((addr << sh) >> sh) != addr:
+                f = F_SS if (af & AF_STACK) != 0 else F_GP
+                return (f, zero, zero, S_GUEST, zero, zero, zero, zero, zero, zero, zero, zero, zero,
+                        zero, zero, zero, zero, zero)
+
+        level = root_level
+        table = root
+        if root_level == 3:                                   # PAE
+            idx = (addr >> 30) & 3
+            if (fflags & FMT_PDPTE_MEM) == 0:                 # PDPTE registers: only P checked
+                pdpte = pdptes[pdpte_row, idx]
+                if (pdpte & 1) == 0:
+                    return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, root + idx * 8, pdpte,
+                            zero, zero, zero, zero, zero, zero, zero, zero, zero, zero)
+            else:                                             # read on every walk (NPT; R10)
+                ea = root + idx * 8
+                phys = ea
+                if NESTED:
+                    (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                        tdp, ea, True, False, False, False, zero, mem, ttr, i, 2)
+                    refs += trefs
+                    if tf != F_NONE:
+                        fg = ea if not kvm else ea & ~np.int64(0xFFF)
+                        return (tf, tec, tq, S_TABLE, tl, np.int64(3), tea, tev, zero, zero, zero, zero,
+                                refs, zero, zero, fg, zero, zero)
+                    phys = thpa
+                k = find_slot(slot_base, slot_end, phys, 8)
+                if k < 0:
+                    if (wopts & W_KVM_UNBACKED) != 0:
+                        return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
+                                zero, zero, refs, zero, zero, zero, zero, zero)
+                    st = S_TABLE if NESTED else S_GUEST
+                    return (F_UNBACKED, zero, zero, st, np.int64(3), zero, phys, zero, zero, zero, zero,
+                            zero, refs, zero, zero, zero, zero, zero)
+                pdpte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), 8)
+                refs += 1
+                if do_trace:
+                    tr_addr[tr_rowbase, 2] = ea
+                    tr_val[tr_rowbase, 2] = pdpte
+                if (pdpte & 1) == 0:
+                    return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, pdpte, zero, zero,
+                            zero, zero, refs, zero, zero, zero, zero, zero)
+                if (fflags & FMT_PDPTE_RSVD) != 0 and (pdpte & rsvd[0, 2]) != 0:
+                    return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, np.int64(3), zero, ea, pdpte,
+                            zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
+            table = pdpte & addr_mask
+            level = 2
+
+        acc_raw = np.int64(-1)
+        pte = zero
+        ea = zero
+        idx_mask = (np.int64(1) << index_bits) - 1
+        while True:
+            shift = 12 + (level - 1) * index_bits
+            ea = table + ((addr >> shift) & idx_mask) * pte_size
+            phys = ea
+            if NESTED:                               # the guest table access, through TDP
+                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
+                    tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1)
+                refs += trefs
+                if tf != F_NONE:
+                    fg = ea if not kvm else ea & ~np.int64(0xFFF)
+                    return (tf, tec, tq, S_TABLE, tl, level, tea, tev, zero, zero, zero, zero, refs,
+                            zero, zero, fg, zero, zero)
+                if (tacc & ACC_WRITE) != 0:
+                    tw_mask |= np.int64(1) << level
+                phys = thpa
+            k = find_slot(slot_base, slot_end, phys, pte_size)
+            if k < 0:                                         # table entry in no memslot
+                if (wopts & W_KVM_UNBACKED) != 0:             # K13: KVM reads it as not present
+                    return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, zero, zero, zero, zero, zero,
+                            refs, zero, zero, zero, zero, zero)
+                st = S_TABLE if NESTED else S_GUEST
+                return (F_UNBACKED, zero, zero, st, level, level if NESTED else zero, phys,
+                        zero, zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
+            pte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), pte_size)
+            refs += 1
+            if do_trace:
+                tr_addr[tr_rowbase, level - 1] = ea
+                tr_val[tr_rowbase, level - 1] = pte
+            if (pte & 1) == 0:                                # not present
+                return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, pte, zero, zero, zero, zero,
+                        refs, zero, zero, zero, zero, zero)
+            b7 = (pte >> 7) & 1
+            if (pte & rsvd[b7, level - 1]) != 0:             # reserved bit set
+                return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, pte, zero, zero,
+                        zero, zero, refs, zero, zero, zero, zero, zero)
+            acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
+            if (pte & A_BIT) == 0:
+                need_ad |= np.int64(1) << level
+            if level == 1 or (b7 != 0 and ((leaf_levels >> level) & 1) != 0):
+                break
+            table = pte & addr_mask
+            level -= 1
+
+        # leaf reached: rights, pkey, permission decision
+        acc = (acc_raw & 7) | ((acc_raw >> 60) & 8)           # P->READ, W, U, bit 63 (not XD) -> EXEC
+        pkey = zero
+        if (fflags & FMT_64BIT) != 0:
+            pkey = (pte >> 59) & 15
+        page_shift = 12 + (level - 1) * index_bits
+
+        not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
+        row = (pfec + (np.int64(not_smap) << 3)) >> 1
+        fault = (np.int64(perms[row]) >> acc) & 1
+        ec = ec_acc | PF_P
+        if pkru_mask != 0:
+            pk = (pkru >> (pkey * 2)) & 3
+            pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
+            if pk != 0:
+                ec |= PF_PK
+                fault = 1
+        if fault != 0:
+            return (F_PF, ec, zero, S_GUEST, level, zero, ea, pte, level, page_shift, acc, pkey, refs,
+                    zero, zero, zero, zero, zero)
+
+        offset_mask = (np.int64(1) << page_shift) - 1
+        frame = pte & addr_mask & ~offset_mask
+        if pse36_mask != 0 and level == 2:                    # 32-bit 4 MiB page: PSE-36 bits
+            frame |= ((pte >> 13) & pse36_mask) << 32
+        gpa = frame | (addr & offset_mask)
+
+        if NESTED:                                   # the final GPA, through TDP
+            um = (acc & ACC_USER) != 0
+            if _is_npt(tdp):
+                um = cpl3
             (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
                 tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
             refs += trefs
             if tf != F_NONE:
                 fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
-                return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, zero, zero, acc, zero, refs,
+                return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, level, page_shift, acc, pkey, refs,
                         gpa, thpa, fg, tsh, tacc)
-            return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero,
-                    refs, gpa, thpa, zero, tsh, tacc)
+            # guest A/D flags (hardware, EPT with A/D off): a flag write needs EPT W (R2, R3)
+            if write and (pte & D_BIT) == 0:
+                need_ad |= np.int64(1) << level
+            if _ad_write_checked(tdp) and (need_ad & ~tw_mask) != 0:
+                lvl_fail = np.int64(5)
+                while ((need_ad & ~tw_mask) >> lvl_fail) & 1 == 0:
+                    lvl_fail -= 1
+                egpa = _guest_entry_gpa(addr, lvl_fail, root_level, root, pdptes, pdpte_row, fp, tdp,
+                                        mem, ttr)
+                (f2, ec2, q2, l2, ea2, ev2, lf2, sh2, ac2, r2, h2) = tdp_translate_write(tdp, egpa, mem, ttr)
+                return (f2, zero, q2, S_TABLE, l2, lvl_fail, ea2, ev2, level, page_shift, acc, pkey,
+                        refs, gpa, zero, egpa, zero, zero)
+            return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
+                    gpa, thpa, zero, tsh, tacc)
+
         if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
-            return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, zero, zero, acc, zero,
-                    zero, gpa, gpa, zero, zero, zero)
-        return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero, zero,
-                gpa, hpa, zero, zero, zero)
-
-    if va_bits == 32:
-        addr = addr & 0xFFFFFFFF
-    else:                                                 # canonical: bits 63:va_bits-1 equal
-        sh = 64 - va_bits
-        if ((addr << sh) >> sh) != addr:
-            f = F_SS if (af & AF_STACK) != 0 else F_GP
-            return (f, zero, zero, S_GUEST, zero, zero, zero, zero, zero, zero, zero, zero, zero,
-                    zero, zero, zero, zero, zero)
-
-    level = root_level
-    table = root
-    if root_level == 3:                                   # PAE
-        idx = (addr >> 30) & 3
-        if (fflags & FMT_PDPTE_MEM) == 0:                 # PDPTE registers: only P checked
-            pdpte = pdptes[pdpte_row, idx]
-            if (pdpte & 1) == 0:
-                return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, root + idx * 8, pdpte,
-                        zero, zero, zero, zero, zero, zero, zero, zero, zero, zero)
-        else:                                             # read on every walk (NPT; R10)
-            ea = root + idx * 8
-            phys = ea
-            if tdp is not None:
-                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, ea, True, False, False, False, zero, mem, ttr, i, 2)
-                refs += trefs
-                if tf != F_NONE:
-                    fg = ea if not kvm else ea & ~np.int64(0xFFF)
-                    return (tf, tec, tq, S_TABLE, tl, np.int64(3), tea, tev, zero, zero, zero, zero,
-                            refs, zero, zero, fg, zero, zero)
-                phys = thpa
-            k = find_slot(slot_base, slot_end, phys, 8)
-            if k < 0:
-                if (wopts & W_KVM_UNBACKED) != 0:
-                    return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
-                            zero, zero, refs, zero, zero, zero, zero, zero)
-                st = S_TABLE if tdp is not None else S_GUEST
-                return (F_UNBACKED, zero, zero, st, np.int64(3), zero, phys, zero, zero, zero, zero,
-                        zero, refs, zero, zero, zero, zero, zero)
-            pdpte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), 8)
-            refs += 1
-            if do_trace:
-                tr_addr[tr_rowbase, 2] = ea
-                tr_val[tr_rowbase, 2] = pdpte
-            if (pdpte & 1) == 0:
-                return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, pdpte, zero, zero,
-                        zero, zero, refs, zero, zero, zero, zero, zero)
-            if (fflags & FMT_PDPTE_RSVD) != 0 and (pdpte & rsvd[0, 2]) != 0:
-                return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, np.int64(3), zero, ea, pdpte,
-                        zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
-        table = pdpte & addr_mask
-        level = 2
-
-    acc_raw = np.int64(-1)
-    pte = zero
-    ea = zero
-    idx_mask = (np.int64(1) << index_bits) - 1
-    while True:
-        shift = 12 + (level - 1) * index_bits
-        ea = table + ((addr >> shift) & idx_mask) * pte_size
-        phys = ea
-        if tdp is not None:                               # the guest table access, through TDP
-            (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1)
-            refs += trefs
-            if tf != F_NONE:
-                fg = ea if not kvm else ea & ~np.int64(0xFFF)
-                return (tf, tec, tq, S_TABLE, tl, level, tea, tev, zero, zero, zero, zero, refs,
-                        zero, zero, fg, zero, zero)
-            if (tacc & ACC_WRITE) != 0:
-                tw_mask |= np.int64(1) << level
-            phys = thpa
-        k = find_slot(slot_base, slot_end, phys, pte_size)
-        if k < 0:                                         # table entry in no memslot
-            if (wopts & W_KVM_UNBACKED) != 0:             # K13: KVM reads it as not present
-                return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, zero, zero, zero, zero, zero,
-                        refs, zero, zero, zero, zero, zero)
-            st = S_TABLE if tdp is not None else S_GUEST
-            return (F_UNBACKED, zero, zero, st, level, level if tdp is not None else zero, phys,
-                    zero, zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
-        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), pte_size)
-        refs += 1
-        if do_trace:
-            tr_addr[tr_rowbase, level - 1] = ea
-            tr_val[tr_rowbase, level - 1] = pte
-        if (pte & 1) == 0:                                # not present
-            return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, pte, zero, zero, zero, zero,
-                    refs, zero, zero, zero, zero, zero)
-        b7 = (pte >> 7) & 1
-        if (pte & rsvd[b7, level - 1]) != 0:             # reserved bit set
-            return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, pte, zero, zero,
-                    zero, zero, refs, zero, zero, zero, zero, zero)
-        acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
-        if (pte & A_BIT) == 0:
-            need_ad |= np.int64(1) << level
-        if level == 1 or (b7 != 0 and ((leaf_levels >> level) & 1) != 0):
-            break
-        table = pte & addr_mask
-        level -= 1
-
-    # leaf reached: rights, pkey, permission decision
-    acc = (acc_raw & 7) | ((acc_raw >> 60) & 8)           # P->READ, W, U, bit 63 (not XD) -> EXEC
-    pkey = zero
-    if (fflags & FMT_64BIT) != 0:
-        pkey = (pte >> 59) & 15
-    page_shift = 12 + (level - 1) * index_bits
-
-    not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
-    row = (pfec + (np.int64(not_smap) << 3)) >> 1
-    fault = (np.int64(perms[row]) >> acc) & 1
-    ec = ec_acc | PF_P
-    if pkru_mask != 0:
-        pk = (pkru >> (pkey * 2)) & 3
-        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
-        if pk != 0:
-            ec |= PF_PK
-            fault = 1
-    if fault != 0:
-        return (F_PF, ec, zero, S_GUEST, level, zero, ea, pte, level, page_shift, acc, pkey, refs,
-                zero, zero, zero, zero, zero)
-
-    offset_mask = (np.int64(1) << page_shift) - 1
-    frame = pte & addr_mask & ~offset_mask
-    if pse36_mask != 0 and level == 2:                    # 32-bit 4 MiB page: PSE-36 bits
-        frame |= ((pte >> 13) & pse36_mask) << 32
-    gpa = frame | (addr & offset_mask)
-
-    if tdp is not None:                                   # the final GPA, through TDP
-        um = (acc & ACC_USER) != 0
-        if _is_npt(tdp):
-            um = cpl3
-        (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-            tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
-        refs += trefs
-        if tf != F_NONE:
-            fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
-            return (tf, tec, tq, S_FINAL, tl, zero, tea, tev, level, page_shift, acc, pkey, refs,
-                    gpa, thpa, fg, tsh, tacc)
-        # guest A/D flags (hardware, EPT with A/D off): a flag write needs EPT W (R2, R3)
-        if write and (pte & D_BIT) == 0:
-            need_ad |= np.int64(1) << level
-        if _ad_write_checked(tdp) and (need_ad & ~tw_mask) != 0:
-            lvl_fail = np.int64(5)
-            while ((need_ad & ~tw_mask) >> lvl_fail) & 1 == 0:
-                lvl_fail -= 1
-            egpa = _guest_entry_gpa(addr, lvl_fail, root_level, root, pdptes, pdpte_row, fp, tdp,
-                                    mem, ttr)
-            (f2, ec2, q2, l2, ea2, ev2, lf2, sh2, ac2, r2, h2) = tdp_translate_write(tdp, egpa, mem, ttr)
-            return (f2, zero, q2, S_TABLE, l2, lvl_fail, ea2, ev2, level, page_shift, acc, pkey,
-                    refs, gpa, zero, egpa, zero, zero)
+            return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, level, page_shift, acc,
+                    pkey, refs, gpa, gpa, zero, zero, zero)
         return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
-                gpa, thpa, zero, tsh, tacc)
+                gpa, gpa, zero, zero, zero)
 
-    if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
-        return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, level, page_shift, acc,
-                pkey, refs, gpa, gpa, zero, zero, zero)
-    return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
-            gpa, gpa, zero, zero, zero)
+    return jit(walk_x86)
+
+
+walk_x86_flat = _make_walk_x86(False)
+walk_x86_nested = _make_walk_x86(True)
+walk_x86 = walk_x86_flat
 
 
 @jit
