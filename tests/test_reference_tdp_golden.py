@@ -17,10 +17,14 @@ Refs by hand: 4 guest table accesses x (4 TDP + 1 guest) + 4 TDP for the final G
 """
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+import kernel_adapter
 import reference
-from reference_tdp import tdp_translate, translate_nested
+import reference_tdp
+from reference_tdp import tdp_translate, translate_nested  # noqa: F401 (patched below)
 
 FOUR_GIB = ((0, 1 << 32),)
 KEYS = {"fault", "stage", "gpa", "hpa", "error_code", "exit_qual", "fault_gpa", "cr2",
@@ -60,6 +64,16 @@ def memory(entries, width=8, backed=FOUR_GIB):
         for i in range(w):
             data[addr + i] = (value >> (8 * i)) & 0xFF
     return DictMemory(data, backed)
+
+
+@pytest.fixture(autouse=True, params=["reference", "kernel"])
+def implementation(request, monkeypatch):
+    """Every golden case runs on the reference walker and on the jitted kernels."""
+    mod = sys.modules[__name__]
+    impl = reference_tdp if request.param == "reference" else kernel_adapter
+    monkeypatch.setattr(mod, "translate_nested", impl.translate_nested)
+    monkeypatch.setattr(mod, "tdp_translate", impl.tdp_translate)
+    return request.param
 
 
 def access(addr, kind=READ, user=False, ac=False, implicit=False, stack=False):

@@ -191,8 +191,7 @@ class Translation:
         if "exit_qual" in c:
             data["exit_qual"] = _u64(c["exit_qual"])
         if "fault_gpa" in c:
-            data["fault_gpa"] = _u64(c["fault_gpa"], (c["stage"] >= 2) & (fault != Fault.NONE)
-                                     & (fault != Fault.UNBACKED))
+            data["fault_gpa"] = _u64(c["fault_gpa"], (c["stage"] >= 2) & (fault != Fault.NONE))
         if "gpa" in c and "stage" not in c:
             data["cr2"] = _u64(c["addr"], pf)
         elif "gpa" in c:

@@ -113,8 +113,10 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
         ea = table + ((gpa >> shift) & 511) * 8
         k = find_slot(slot_base, slot_end, ea, 8)
         if k < 0:
-            if (wopts & W_KVM_UNBACKED) != 0:            # KVM: reads as not present
-                return F_EPT_VIOLATION, zero, level, ea, zero, zero, zero, zero, refs, zero
+            if (wopts & W_KVM_UNBACKED) != 0:            # KVM: a failed read is an error
+                # before the entry is AND-ed in: prot holds the levels above (semantics 7.2)
+                return (F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, zero, zero, zero, zero,
+                        refs, zero)
             return F_UNBACKED, zero, level, ea, zero, zero, zero, zero, refs, zero
         pte = load_le(backings[slot_backing[k]], slot_offset[k] + (ea - slot_base[k]), 8)
         refs += 1
@@ -151,7 +153,7 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
     hpa = (pte & addr_mask & ~offset_mask) | (gpa & offset_mask)
     if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, hpa, 1) < 0:
         return F_UNBACKED, prot & (7 | EPT_XU), zero, hpa, zero, level, page_shift, acc, refs, hpa
-    return F_NONE, prot & (7 | EPT_XU), level, ea, pte, level, page_shift, acc, refs, hpa
+    return F_NONE, prot & (7 | EPT_XU), zero, ea, pte, level, page_shift, acc, refs, hpa
 
 
 @jit
@@ -334,8 +336,9 @@ def _make_walk_x86(NESTED):
                         return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
                                 zero, zero, refs, zero, zero, zero, zero, zero)
                     st = S_TABLE if NESTED else S_GUEST
-                    return (F_UNBACKED, zero, zero, st, np.int64(3), zero, phys, zero, zero, zero, zero,
-                            zero, refs, zero, zero, zero, zero, zero)
+                    return (F_UNBACKED, zero, zero, st, np.int64(3), np.int64(3) if NESTED else zero,
+                            phys, zero, zero, zero, zero, zero, refs, zero, zero,
+                            ea if NESTED else zero, zero, zero)
                 pdpte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), 8)
                 refs += 1
                 if do_trace:
@@ -376,7 +379,8 @@ def _make_walk_x86(NESTED):
                             refs, zero, zero, zero, zero, zero)
                 st = S_TABLE if NESTED else S_GUEST
                 return (F_UNBACKED, zero, zero, st, level, level if NESTED else zero, phys,
-                        zero, zero, zero, zero, zero, refs, zero, zero, zero, zero, zero)
+                        zero, zero, zero, zero, zero, refs, zero, zero, ea if NESTED else zero,
+                        zero, zero)
             pte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), pte_size)
             refs += 1
             if do_trace:
@@ -446,7 +450,7 @@ def _make_walk_x86(NESTED):
                                         mem, ttr)
                 (f2, ec2, q2, l2, ea2, ev2, lf2, sh2, ac2, r2, h2) = tdp_translate_write(tdp, egpa, mem, ttr)
                 return (f2, zero, q2, S_TABLE, l2, lvl_fail, ea2, ev2, level, page_shift, acc, pkey,
-                        refs, gpa, zero, egpa, zero, zero)
+                        refs, gpa, zero, egpa, tsh, tacc)
             return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
                     gpa, thpa, zero, tsh, tacc)
 
