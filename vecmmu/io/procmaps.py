@@ -18,7 +18,7 @@ VMA perms       pages
 ``KernelPageSize`` (2048 kB: hugetlb, mapped with 2 MiB pages). With ``huge=True`` every
 2 MiB-aligned 2 MiB part of a VMA is one 2 MiB page (with a pagemap: only where its 512
 frames are present, contiguous and aligned, as a transparent huge page is). VMAs in the
-kernel half (``[vsyscall]``) are left out. Rights are the VMA's: a private file mapping
+kernel half (``[vsyscall]``, which Linux emulates) are left out: such addresses fault. Rights are the VMA's: a private file mapping
 that has not been written yet is writable here, though Linux maps it read-only until the
 copy-on-write fault.
 
@@ -336,9 +336,6 @@ def address_space_from_maps(maps, pagemap=None, *, huge: bool = False, absent: s
                 plan.append((cva, csize, cps, pas, rights))
                 n += csize // cps
         pages.append(n)
-    if dropped:
-        warnings.warn(f"{src}: left out {dropped} VMA(s) in the kernel half (e.g. [vsyscall])",
-                      TraceWarning, stacklevel=2)
     mem, top = frames.memory()
     n4k = sum(s // PAGE for _, s, ps, _, _ in plan if ps == PAGE)
     role = _role(max_va, **role_kw)
