@@ -119,20 +119,6 @@ def tdp_role(tdp):
     return role, tdp["ncr3"]
 
 
-def _tdp_trace(r):
-    out = []
-    if r.tdp_trace is None:
-        return out
-    ta, tv = r.tdp_trace
-    rows = [4, 3, 2, 1, 0, 5] if ta.ndim == 3 else None
-    for row in rows:
-        for lvl in range(5, 0, -1):
-            a = int(ta[0, row, lvl - 1])
-            if a >= 0:
-                out.append((0 if row == 5 else row + 1, lvl, a, int(tv[0, row, lvl - 1]) & (2**64 - 1)))
-    return out
-
-
 def _base(r, fault):
     c = r.columns()
     return dict(fault=fault, error_code=int(c["error_code"][0]), fault_level=int(c["fault_level"][0]),
@@ -190,23 +176,34 @@ def translate_nested(read, regs, tdp, access, semantics="hardware"):
     r = walk.translate([access["addr"]], access["kind"], user=access.get("user", False),
                        ac=access.get("ac", False), implicit=access.get("implicit", False),
                        stack=access.get("stack", False), trace=True)
+    return nested_row(r, 0)
+
+
+def nested_row(r, i):
+    """Row ``i`` of a 2-D walk result as reference_tdp's dict."""
     c = r.columns()
-    fault = FAULTS[Fault(int(c["fault"][0]))]
-    stage = STAGES[int(c["stage"][0])]
-    out = _base(r, fault)
-    tshift = int(c["tdp_page_shift"][0])
-    tleaf = SHIFT_LEVEL[tshift]
-    shift = int(c["page_shift"][0])
-    eff = int(r.effective_page_size[0])
-    out.update(stage=stage, gpa=int(c["gpa"][0]) if r.has_gpa[0] else None,
-               hpa=int(c["hpa"][0]) if r.has_hpa[0] else None, exit_qual=int(c["exit_qual"][0]),
-               fault_gpa=int(c["fault_gpa"][0]) if stage in ("table", "final") else None,
-               cr2=int(c["addr"][0]) if fault == "pf" else None,
-               guest_level=int(c["guest_level"][0]), leaf_level=int(c["leaf_level"][0]),
-               page_size=(1 << shift) if shift else 0, acc=int(c["acc"][0]), pkey=int(c["pkey"][0]),
-               tdp_leaf_level=tleaf, tdp_page_size=(1 << tshift) if tshift else 0,
-               tdp_acc=int(c["tdp_acc"][0]) if tshift else 0, effective_page_size=eff,
-               trace=[(lvl, int(r.trace_addr[0, lvl - 1]), int(r.trace_value[0, lvl - 1]) & (2**64 - 1))
-                      for lvl in range(5, 0, -1) if r.trace_addr[0, lvl - 1] >= 0],
-               tdp_trace=_tdp_trace(r))
+    fault = FAULTS[Fault(int(c["fault"][i]))]
+    stage = STAGES[int(c["stage"][i])]
+    out = dict(fault=fault, error_code=int(c["error_code"][i]), fault_level=int(c["fault_level"][i]),
+               entry_addr=int(c["entry_addr"][i]), entry_value=int(c["entry_value"][i]),
+               refs=int(c["refs"][i]))
+    tshift = int(c["tdp_page_shift"][i])
+    shift = int(c["page_shift"][i])
+    out.update(stage=stage, gpa=int(c["gpa"][i]) if r.has_gpa[i] else None,
+               hpa=int(c["hpa"][i]) if r.has_hpa[i] else None, exit_qual=int(c["exit_qual"][i]),
+               fault_gpa=int(c["fault_gpa"][i]) if stage in ("table", "final") else None,
+               cr2=int(c["addr"][i]) if fault == "pf" else None,
+               guest_level=int(c["guest_level"][i]), leaf_level=int(c["leaf_level"][i]),
+               page_size=(1 << shift) if shift else 0, acc=int(c["acc"][i]), pkey=int(c["pkey"][i]),
+               tdp_leaf_level=SHIFT_LEVEL[tshift], tdp_page_size=(1 << tshift) if tshift else 0,
+               tdp_acc=int(c["tdp_acc"][i]) if tshift else 0,
+               effective_page_size=int(r.effective_page_size[i]))
+    if r.trace_addr is not None:
+        out["trace"] = [(lvl, int(r.trace_addr[i, lvl - 1]), int(r.trace_value[i, lvl - 1]) & (2**64 - 1))
+                        for lvl in range(5, 0, -1) if r.trace_addr[i, lvl - 1] >= 0]
+        ta, tv = r.tdp_trace
+        out["tdp_trace"] = [(0 if row == 5 else row + 1, lvl, int(ta[i, row, lvl - 1]),
+                             int(tv[i, row, lvl - 1]) & (2**64 - 1))
+                            for row in (4, 3, 2, 1, 0, 5) for lvl in range(5, 0, -1)
+                            if ta[i, row, lvl - 1] >= 0]
     return out

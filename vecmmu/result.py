@@ -130,7 +130,10 @@ class Translation:
         c = self._cols
         if "hpa" not in c:
             return np.zeros(c["fault"].shape, dtype=bool)
-        return (c["fault"] == Fault.NONE) | ((c["fault"] == Fault.UNBACKED) & (c["stage"] == 3))
+        f, st = c["fault"], c["stage"]
+        if "gpa" not in c:                                 # a tdp_walk: the HPA itself unbacked
+            return (f == Fault.NONE) | ((f == Fault.UNBACKED) & (c["fault_level"] == 0))
+        return (f == Fault.NONE) | ((f == Fault.UNBACKED) & (st == 3) & (c["fault_level"] == 0))
 
     @property
     def effective_page_size(self) -> np.ndarray:

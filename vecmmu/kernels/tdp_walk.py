@@ -34,7 +34,7 @@ def tdp_translate_batch(gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, 
         t = table[i] if per_table else table[0]
         g = guest_acc[i] if per_gacc else guest_acc[0]
         r = tdp_translate(tdp, gpa[i], t != 0, (a & AF_WRITE) != 0, (a & AF_FETCH) != 0,
-                          (a & AF_USER) != 0, g, m, ttr, i, 0)
+                          (a & AF_USER) != 0, g, m, ttr, i, 0, True)
         for c in range(11):
             out[i, c] = r[c]
 

@@ -157,12 +157,14 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
 
 
 @jit
-def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr, tr_i, tr_row):
+def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr, tr_i, tr_row,
+                  check_final):
     """One GPA of a 2-D walk through the TDP (KVM: ``translate_nested_gpa`` + the nested
     walker). ``table``: a guest paging-structure access (else the final GPA);
     ``user_mode``: the access is user-mode for MBEC (EPT: the guest walk's U/S) or made
     at CPL 3 (NPT with GMET); ``guest_acc``: the guest walk's rights, for advanced
     VM-exit information. ``ttr = (do_trace, addr, val)``: the TDP trace.
+    ``check_final``: check that the resulting HPA is backed (hardware semantics).
 
     Returns ``(fault, error_code, exit_qual, level, entry_addr, entry_value, leaf_level,
     page_shift, acc, refs, hpa)``.
@@ -176,13 +178,13 @@ def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
         if table:
             w = kvm or (fflags & FMT_EPT_AD) != 0         # K1: KVM always writes; EPT A/D: writes
             f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
-                gpa, w, False, False, fp, rsvd, perms, root, wopts, False, mem,
+                gpa, w, False, False, fp, rsvd, perms, root, wopts, check_final, mem,
                 do_trace, tr_addr, tr_val, tr_i, tr_row)
             q = np.int64(3) if w else np.int64(1)
         else:
             um = user_mode and (fflags & FMT_MBEC) != 0
             f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
-                gpa, write, fetch, um, fp, rsvd, perms, root, wopts, True, mem,
+                gpa, write, fetch, um, fp, rsvd, perms, root, wopts, check_final, mem,
                 do_trace, tr_addr, tr_val, tr_i, tr_row)
             q = np.int64(2) if write else (np.int64(4) if fetch else np.int64(1))
         if f != F_EPT_VIOLATION:
@@ -217,7 +219,7 @@ def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
         row_i = np.int64(tr_i)
     (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pk, refs, g2, hpa, fg, tsh,
      tacc) = walk_x86_flat(0, gpa, af, root, tr_addr[0, :0, :4], 0, zero, fp, rsvd, perms, wopts,
-                      mem, do_trace, tr_addr[row_i], tr_val[row_i], None, tr_row, not table)
+                      mem, do_trace, tr_addr[row_i], tr_val[row_i], None, tr_row, check_final)
     if f == F_PF:
         return F_NPF, ec | stage_bit, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
     return f, zero, zero, lvl, ea, ev, leaf, sh, acc, refs, g2
@@ -286,7 +288,7 @@ def _make_walk_x86(NESTED):
             if NESTED:
                 um = cpl3 if _is_npt(tdp) else True           # MBEC: paging off is user-mode (R18)
                 (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
+                    tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5, True)
                 refs += trefs
                 if tf != F_NONE:
                     fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
@@ -323,7 +325,7 @@ def _make_walk_x86(NESTED):
                 phys = ea
                 if NESTED:
                     (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                        tdp, ea, True, False, False, False, zero, mem, ttr, i, 2)
+                        tdp, ea, True, False, False, False, zero, mem, ttr, i, 2, False)
                     refs += trefs
                     if tf != F_NONE:
                         fg = ea if not kvm else ea & ~np.int64(0xFFF)
@@ -363,7 +365,7 @@ def _make_walk_x86(NESTED):
             phys = ea
             if NESTED:                               # the guest table access, through TDP
                 (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1)
+                    tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1, False)
                 refs += trefs
                 if tf != F_NONE:
                     fg = ea if not kvm else ea & ~np.int64(0xFFF)
@@ -433,7 +435,7 @@ def _make_walk_x86(NESTED):
             if _is_npt(tdp):
                 um = cpl3
             (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5)
+                tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5, False)
             refs += trefs
             if tf != F_NONE:
                 fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
@@ -451,6 +453,10 @@ def _make_walk_x86(NESTED):
                 (f2, ec2, q2, l2, ea2, ev2, lf2, sh2, ac2, r2, h2) = tdp_translate_write(tdp, egpa, mem, ttr)
                 return (f2, zero, q2, S_TABLE, l2, lvl_fail, ea2, ev2, level, page_shift, acc, pkey,
                         refs, gpa, zero, egpa, tsh, tacc)
+            # the data access comes after the flag updates: only now is the HPA read
+            if (tdp[4] & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, thpa, 1) < 0:
+                return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, thpa, zero, level, page_shift,
+                        acc, pkey, refs, gpa, thpa, gpa, tsh, tacc)
             return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
                     gpa, thpa, zero, tsh, tacc)
 
@@ -517,7 +523,8 @@ def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, 
         if lvl == level:
             return ea
         (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-            tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0)
+            tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0,
+            False)
         k = find_slot(slot_base, slot_end, thpa, pte_size)
         pte = load_le(backings[slot_backing[k]], slot_offset[k] + (thpa - slot_base[k]), pte_size)
         table = pte & addr_mask
