@@ -21,6 +21,7 @@ def _hand_record(ip, dst=(0, 0), src=(0, 0, 0, 0), br=(0, 0)):
     return struct.pack("<QBB2B4B2Q4Q", ip, br[0], br[1], 1, 2, 3, 4, 5, 6, *dst, *src)
 
 
+@pytest.mark.nojit
 def test_accesses_in_order_fetch_loads_stores(tmp_path):
     p = tmp_path / "t.champsim"
     p.write_bytes(_hand_record(0x401000, dst=(0x7000, 0), src=(0x5000, 0, 0x6000, 0), br=(1, 1))

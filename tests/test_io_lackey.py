@@ -34,6 +34,7 @@ def _rows(b):
     return [(int(a), int(k), int(s)) for a, k, s in zip(b["addr"], b["kind"], b["size"])]
 
 
+@pytest.mark.nojit
 def test_records_kinds_sizes(tmp_path):
     p = tmp_path / "t.lackey"
     p.write_bytes(SAMPLE)
@@ -45,6 +46,7 @@ def test_records_kinds_sizes(tmp_path):
     assert r.accesses == 7
 
 
+@pytest.mark.nojit
 @pytest.mark.parametrize("chunk,block", [(16, 4096), (16, 7), (1 << 20, 1 << 24)])
 def test_chunk_and_block_boundaries_do_not_change_the_result(tmp_path, chunk, block):
     """Lines cut by the end of a read block, and an M that needs two output slots at
@@ -82,6 +84,7 @@ def test_crlf_and_0x(tmp_path):
     assert _rows(read_trace(p, "lackey")) == [(0x401000, 2, 4), (0x10, 0, 8)]
 
 
+@pytest.mark.nojit
 @pytest.mark.parametrize("line,lineno,words", [
     (b" L 12zz34,4", 5, "not hexadecimal"),
     (b" X 1234,4", 5, "not a lackey record"),

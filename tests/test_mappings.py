@@ -109,6 +109,7 @@ def test_random_garbage_tables_equal_the_walker(mode, seed):
     assert set(int(a) for a in r.entry_addr[rsvd]) <= listed
 
 
+@pytest.mark.nojit
 def test_loops_are_bounded():
     """A PML4 whose every entry points at itself: 512**4 leaves in principle. The scan
     stops at the entry budget with a warning instead of hanging."""
@@ -140,6 +141,7 @@ def test_output_capacity_resumes_without_losing_ranges():
     assert a.ranges.equals(b.ranges)
 
 
+@pytest.mark.nojit
 def test_filters_policies_and_shadow_stack():
     mmu = Mmu.for_mode("4level", ram_size=64 << 20)
     mmu.map(0x400000, 0x2000, user=True, writable=False)                 # r-ux text
@@ -168,6 +170,7 @@ def test_filters_policies_and_shadow_stack():
     assert int(t.ranges["last"][0]) == 2**64 - 1 and int(t.ranges["size"][0]) == 2 << 20
 
 
+@pytest.mark.nojit
 def test_enc_mask_clears_the_c_bit():
     """An SME/SEV guest's entries carry the C-bit (here bit 47, above MAXPHYADDR 40): as
     reserved bits without the mask; with it, the same listing as the plain tables."""
