@@ -188,28 +188,31 @@ def best_time(fn, repeats):
 
 
 class KernelDirect:
-    """``cpu_translate`` called directly with preallocated outputs (no wrapper work)."""
+    """The kernel alone: replays the exact ``cpu_translate`` calls one ``translate()`` makes
+    (same arguments, outputs already allocated), so wrapper time (validation, the flag
+    word, output allocation) is left out. The calls are captured by wrapping the module
+    attribute that ``vecmmu.walk`` calls, so this follows the kernel's signature."""
 
-    def __init__(self, g: Guest, addr, af):
-        w = g.walker
-        mem = w.mem.kernel_args()
-        self.slot = (mem[0].view(np.int64), mem[1].view(np.int64), mem[2], mem[3], mem[5])
-        self.fmt = (w.format.params(), w.format.rsvd_table(), w.format.perm_table())
-        # the access-flag word as PageWalk.translate passes it (uint8 since 4bcab4c)
-        self.w, self.addr, self.af = w, addr, np.ascontiguousarray(af, dtype=np.uint8)
-        n = addr.shape[0]
-        self.outs = [np.empty(n, np.int64), np.empty(n, np.uint8), np.empty(n, np.int64),
-                     np.empty(n, np.uint8), np.empty(n, np.int64), np.empty(n, np.int64),
-                     np.empty(n, np.uint8), np.empty(n, np.uint8), np.empty(n, np.uint8),
-                     np.empty(n, np.uint8), np.empty(n, np.uint8)]
-        self.asid = np.zeros(1, np.int64)
-        self.pkru = w.pkru
-        self.tr = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
+    def __init__(self, walker, batch, threads=1):
+        real = K.cpu_translate
+        self.calls = []
+
+        def spy(*a, **kw):
+            self.calls.append((a, kw))
+            return real(*a, **kw)
+
+        K.cpu_translate = spy
+        try:
+            walker.translate(batch, threads=threads)
+        finally:
+            K.cpu_translate = real
+        if not self.calls:
+            raise RuntimeError("PageWalk.translate no longer calls kernels.cpu_walk.cpu_translate")
+        self.real = real
 
     def __call__(self):
-        w = self.w
-        K.cpu_translate(self.addr, self.af, self.asid, self.pkru, w._roots, w._pdptes_i,
-                        *self.fmt, w._wopts, *self.slot, *self.outs, False, *self.tr)
+        for a, kw in self.calls:
+            self.real(*a, **kw)
 
 
 def with_threads(k, fn):
@@ -361,6 +364,26 @@ def startup_times(py, warm_runs=3):
     return out[0], min(out[1:], key=lambda x: x[0]), bare
 
 
+def cpu_snapshot():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
+    children, wall time), to tell how much of the machine other jobs took (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    t = os.times()
+    busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+
+
+def other_cpu_use(start):
+    end = cpu_snapshot()
+    if start is None or end is None:
+        return None
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / (end[2] - start[2])
+
+
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -389,8 +412,10 @@ def main(argv=None):
           f"{nthreads}; python {platform.python_version()}, numpy {np.__version__}, "
           f"numba {numba.__version__} (threading layer {numba.threading_layer()}), "
           f"vecmmu {vecmmu.__version__}")
-    print("  a shared machine with few cores: absolute figures are noise, read the ratios "
-          "(all from this one run)")
+    print(f"  this machine is shared ({os.cpu_count()} cores, other jobs may run): absolute figures "
+          f"are noise, read the ratios (all from this one run)")
+    print(f"  vecmmu imported from {Path(vecmmu.__file__).parent}")
+    cpu0 = cpu_snapshot()
     print(f"  {n:,} addresses per case; best of {args.repeats} after a warm-up; numpy walk on "
           f"{np_n:,}, reference walker on {ref_n:,} (rates are per second either way)")
 
@@ -434,7 +459,7 @@ def main(argv=None):
             t = best_time(lambda: w.translate(sbatch, threads=1), args.repeats)
             rows.append(("vecmmu translate(), 1 thread, sorted addr*", case, n, n / t))
             del sbatch
-        kd = KernelDirect(g, addr, af)
+        kd = KernelDirect(w, batch)
         for k in threads:
             log(f"  cpu_translate only threads={k}")
             t = best_time(with_threads(k, kd), args.repeats)
@@ -492,14 +517,18 @@ def main(argv=None):
           f"(b) {results['(b)']['fault_rate']:.2%}")
     print("* informational: sorted = the same batch sorted by address (sort time not counted); "
           "naive 2 threads = prange version of the naive loop")
+    others = other_cpu_use(cpu0)
+    if others is not None:
+        print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average during this run"
+              + (": the 2-thread rows mean little" if others > 0.3 else ""))
 
     if startup:
         (cw, cj), (ww, wj), bare = startup
         print()
-        print(f"cold import + compile (fresh NUMBA_CACHE_DIR): {cw:6.2f} s wall  "
-              f"(import {cj['imp']:.2f} s, first map {cj['build']:.2f} s, first translate {cj['translate']:.2f} s)")
-        print(f"warm start (same cache dir, best of 3):        {ww:6.2f} s wall  "
-              f"(import {wj['imp']:.2f} s, first map {wj['build']:.2f} s, first translate {wj['translate']:.2f} s)")
+        for label, wall, part in (("cold import + compile (fresh NUMBA_CACHE_DIR)", cw, cj),
+                                  ("warm start (same cache dir, best of 3)", ww, wj)):
+            print(f"{label + ':':<47}{wall:6.2f} s wall  (import {part['imp']:.2f} s, first map "
+                  f"{part['build']:.2f} s, first translate {part['translate']:.2f} s)")
         print(f"  for scale: python -c 'import numpy, numba' takes {bare:.2f} s here")
 
     print()

@@ -62,6 +62,7 @@ class PhysMem:
         self.backings: list[np.ndarray] = []
         self.slots: list[Memslot] = []
         self._kargs = None
+        self._ptrs = None
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -122,6 +123,7 @@ class PhysMem:
         self.slots.append(slot)
         self.slots.sort(key=lambda s: s.base)
         self._kargs = None
+        self._ptrs = None
         return slot
 
     # -- lookup and scalar access ------------------------------------------------------------
@@ -178,6 +180,21 @@ class PhysMem:
         return f"PhysMem({len(self.slots)} slots, {self.size:#x} bytes: {self.describe()})"
 
     # -- kernel view --------------------------------------------------------------------------
+    def slot_pointers(self):
+        """``(slot_base, slot_end, slot_ptr)`` as int64 arrays: each slot's physical range and
+        the host address of its first byte (the walkers' memory view). The arrays behind
+        the pointers are this object's backings, kept alive by it."""
+        if not self.slots:
+            raise ValueError("PhysMem has no memslots; add one with add_slot() or PhysMem.zeros()")
+        if self._ptrs is None:
+            self._ptrs = (
+                np.array([s.base for s in self.slots], dtype=np.int64),
+                np.array([s.end for s in self.slots], dtype=np.int64),
+                np.array([self.backings[s.backing].ctypes.data + s.offset for s in self.slots],
+                         dtype=np.int64),
+            )
+        return self._ptrs
+
     def kernel_args(self):
         """``(slot_base, slot_end, slot_backing, slot_offset, slot_writable, backings)``:
         sorted slot columns and a tuple of uint8 backings, as the kernels take them."""

@@ -69,10 +69,8 @@ def load_pdptes(mem: PhysMem, cr3: int, maxphyaddr: int = 52) -> np.ndarray:
 
 
 def _mem_tuple(mem: PhysMem) -> tuple:
-    """The memslot tuple kernels take: (slot_base, slot_end, slot_backing, slot_offset,
-    backings) with addresses as int64."""
-    k = mem.kernel_args()
-    return (k[0].view(np.int64), k[1].view(np.int64), k[2], k[3], k[5])
+    """The memslot view kernels take: (slot_base, slot_end, slot_ptr)."""
+    return mem.slot_pointers()
 
 
 @contextlib.contextmanager
@@ -302,26 +300,23 @@ class PageWalk:
             raise ValueError(f"asid[{bad}] = {int(acc['asid'][bad])}, but the walker has "
                              f"{len(self.cr3)} root(s)")
 
-        # a page-crossing access is two translations
-        addr = acc["addr"]
-        cross = ((addr & np.uint64(0xFFF)) + acc["size"].astype(np.uint64)) > np.uint64(4096)
+        # a page-crossing access is two translations (sizes of 1 never cross)
+        if n_in and int(acc["size"].max()) > 1:
+            cross = ((acc["addr"] & np.uint64(0xFFF)) + acc["size"].astype(np.uint64)) > np.uint64(4096)
+        else:
+            cross = np.zeros(0, dtype=bool)
         if cross.any():
             index = np.repeat(np.arange(n_in, dtype=np.int64), 1 + cross.astype(np.int64))
             part = np.zeros(index.shape[0], dtype=np.uint8)
             part[1:][index[1:] == index[:-1]] = 1
             sel = acc[index]
-            t_addr = np.where(part == 1, (sel["addr"] | np.uint64(0xFFF)) + np.uint64(1), sel["addr"])
+            sel["addr"] = np.where(part == 1, (sel["addr"] | np.uint64(0xFFF)) + np.uint64(1),
+                                   sel["addr"])
         else:
             index = np.arange(n_in, dtype=np.int64)
             part = np.zeros(n_in, dtype=np.uint8)
             sel = acc
-            t_addr = np.ascontiguousarray(addr)
-        n = t_addr.shape[0]
-        kind_a = sel["kind"]
-        af = ((kind_a == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
-              | (kind_a == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
-              | sel["user"] * np.uint8(K.AF_USER) | sel["ac"] * np.uint8(K.AF_AC)
-              | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
+        n = sel.shape[0]
         if len(self.cr3) == 1:
             asids = np.zeros(1, dtype=np.int64)
         else:
@@ -337,25 +332,31 @@ class PageWalk:
         if pk.shape[0] == 1 and n > 1:
             pk = pk[:1]
 
-        cols = {"access": index, "part": part, "addr": np.array(t_addr, dtype=np.uint64),
-                "asid": np.ascontiguousarray(sel["asid"]), "kind": np.ascontiguousarray(kind_a),
-                "user": np.ascontiguousarray(sel["user"])}
-        if self.kind == "cpu" and self.role.mode in (PagingMode.BIT32, PagingMode.PAE, PagingMode.NONE):
-            cols["addr"] &= np.uint64(0xFFFFFFFF)
-        if self.kind == "nested" and self.role.mode in (PagingMode.BIT32, PagingMode.PAE, PagingMode.NONE):
-            cols["addr"] &= np.uint64(0xFFFFFFFF)
+        # the batch's own fields (views, not copies) go into the result
+        cols = {"access": index, "part": part, "addr": sel["addr"], "asid": sel["asid"],
+                "kind": sel["kind"], "user": sel["user"]}
+        if self.kind in ("cpu", "nested") and self.role.mode in (PagingMode.BIT32, PagingMode.PAE,
+                                                                  PagingMode.NONE):
+            cols["addr"] = sel["addr"] & np.uint64(0xFFFFFFFF)
         name = B.MODE_NAMES.get(getattr(self.role, "mode", None), self.kind.upper())
+        af = None
+        if self.kind != "cpu" or ad is not None:
+            kind_a = sel["kind"]
+            af = ((kind_a == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
+                  | (kind_a == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
+                  | sel["user"] * np.uint8(K.AF_USER) | sel["ac"] * np.uint8(K.AF_AC)
+                  | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
         with _num_threads(threads):
             if self.kind == "cpu":
                 tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
-                self._run(cols, af, asids, pk, tr, ad, int(chunk), progress)
+                self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress)
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
             return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
-    def _run(self, cols, af, asids, pk, tr, ad, chunk, progress):
-        n = af.shape[0]
+    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress):
+        n = sel.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")
         for k, dt in (("gpa", np.uint64), ("fault", np.uint8), ("error_code", np.uint64),
@@ -365,7 +366,8 @@ class PageWalk:
             cols[k] = np.empty(n, dt)
         memt = _mem_tuple(self.mem)
         params, rsvd, perms = self.format.params(), self.format.rsvd_table(), self.format.perm_table()
-        addr_i = cols["addr"].view(np.int64)
+        fields = [cols["addr"].view(np.int64)] + [sel[k] for k in ("kind", "user", "ac", "implicit",
+                                                                     "stack")]
         out_names = ("gpa", "fault", "error_code", "fault_level", "entry_addr", "entry_value",
                      "leaf_level", "page_shift", "acc", "pkey", "refs")
         outs = [cols[k].view(np.int64) if cols[k].dtype == np.uint64 else cols[k] for k in out_names]
@@ -390,7 +392,7 @@ class PageWalk:
                     o = [x[lo:hi] for x in outs]
                 else:   # snapshot second pass: re-walk (same path) only to place the flags
                     o = [np.empty(hi - lo, x.dtype) for x in outs]
-                K.cpu_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
+                K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
                                 params, rsvd, perms, self._wopts, memt, *o,
                                 need_trace, t[0], t[1])
                 if ad == "trace" or (ad == "snapshot" and p == 1):
@@ -418,7 +420,7 @@ class PageWalk:
         memt = _mem_tuple(self.mem)
         f = self.format
         targs = self._tdp_args()
-        addr_i = cols["addr"].view(np.int64)
+        addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
         prog = _Progress(n, "translating (2-D)", progress)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
@@ -446,7 +448,7 @@ class PageWalk:
         ttr = ((np.full((n, 1, 5), -1, np.int64), np.zeros((n, 1, 5), np.int64)) if trace
                else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
         memt = _mem_tuple(self.mem)
-        addr_i = cols["addr"].view(np.int64)
+        addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
         prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)

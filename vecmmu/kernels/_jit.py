@@ -51,7 +51,16 @@ def pjit(fn):
     return numba.njit(parallel=True, **OPTIONS)(fn)
 
 
-def jit_inline(fn):
-    """A per-address helper inlined into its caller at the Numba IR level (no call with
-    dozens of array arguments in the hot loop)."""
+def jit_nrt_free(fn):
+    """A per-address helper: compiled without Numba's reference counting (``_nrt=False``).
+
+    Such helpers only read and write arrays they are given and never allocate, so the
+    atomic incref/decref pairs Numba would emit around every array argument, slice and
+    tuple lookup (the largest cost of a walk, measured) are dead weight."""
+    return numba.njit(_nrt=False, **OPTIONS)(fn)
+
+
+def jit_walker(fn):
+    """A walker body, inlined into its batch driver at the Numba IR level: a call would
+    pass a dozen arrays (several words each) and return an 18-value tuple per address."""
     return numba.njit(inline="always", **OPTIONS)(fn)

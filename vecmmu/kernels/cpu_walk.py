@@ -7,7 +7,7 @@ The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86` with ``tdp=None`
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .physmem import read_phys, write_phys
+from .physmem import read_ptr, write_ptr
 from .walkers import (AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE,  # noqa: F401
                       F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL, W_KVM_UNBACKED,
                       walk_x86_flat)
@@ -17,26 +17,39 @@ D_BIT = 1 << 6
 
 
 @pjit
-def cpu_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
-                  o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift, o_acc,
-                  o_pkey, o_refs, do_trace, tr_addr, tr_val):
+def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
+                  perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
+                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
-    ``asid`` and ``pkru`` have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
-    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot tuple.
+    ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
+    access batch (strided views are fine: no temporaries are made); ``asid`` and ``pkru``
+    have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
+    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
     """
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
-    # parfors cannot capture a tuple that nests arrays: unpack here, rebuild in the body
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
     for i in prange(n):
         a = asid[i] if per_asid else asid[0]
         pk = pkru[i] if per_pkru else pkru[0]
-        m = (slot_base, slot_end, slot_backing, slot_offset, backings)
+        k = kind[i]
+        af = np.int64(0)
+        if k == 1:
+            af = np.int64(AF_WRITE)
+        elif k == 2:
+            af = np.int64(AF_FETCH)
+        if user[i] != 0:
+            af |= AF_USER
+        if ac[i] != 0:
+            af |= AF_AC
+        if implicit[i] != 0:
+            af |= AF_IMPLICIT
+        if stack[i] != 0:
+            af |= AF_STACK
         (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-         tacc) = walk_x86_flat(i, addr[i], af[i], roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                          m, do_trace, tr_addr, tr_val, None, i, True)
+         tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
+                               mem, do_trace, tr_addr, tr_val, None, i, True)
         o_fault[i] = f
         o_ec[i] = ec
         o_level[i] = lvl
@@ -62,7 +75,7 @@ def apply_ad(af, o_fault, o_level, o_eaddr, o_eval, o_leaf, tr_addr, tr_val, pte
     of accesses before it (trace order); without, values stay as in the starting memory
     (snapshot mode). Returns the number of entries written.
     """
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    slot_base, slot_end, slot_ptr = mem
     n = o_fault.shape[0]
     written = 0
     for i in range(n):
@@ -81,7 +94,7 @@ def apply_ad(af, o_fault, o_level, o_eaddr, o_eval, o_leaf, tr_addr, tr_val, pte
                 ea = tr_addr[i, level - 1]
                 if ea < 0:
                     continue
-                ok, cur = read_phys(slot_base, slot_end, slot_backing, slot_offset, backings, ea, pte_size)
+                ok, cur = read_ptr(slot_base, slot_end, slot_ptr, ea, pte_size)
                 if ok:
                     tr_val[i, level - 1] = cur
                     if o_eaddr[i] == ea and f != F_UNBACKED:
@@ -90,13 +103,13 @@ def apply_ad(af, o_fault, o_level, o_eaddr, o_eval, o_leaf, tr_addr, tr_val, pte
             ea = tr_addr[i, level - 1]
             if ea < 0:
                 continue
-            ok, cur = read_phys(slot_base, slot_end, slot_backing, slot_offset, backings, ea, pte_size)
+            ok, cur = read_ptr(slot_base, slot_end, slot_ptr, ea, pte_size)
             if not ok:
                 continue
             new = cur | A_BIT
             if success and level == o_leaf[i] and (af[i] & AF_WRITE) != 0:
                 new |= D_BIT
             if new != cur:
-                write_phys(slot_base, slot_end, slot_backing, slot_offset, backings, ea, pte_size, new)
+                write_ptr(slot_base, slot_end, slot_ptr, ea, pte_size, new)
                 written += 1
     return written

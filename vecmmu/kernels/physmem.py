@@ -5,23 +5,33 @@ is not wholly inside one memslot reports failure instead of touching memory.
 """
 import numpy as np
 
-from ._jit import jit
+from ._jit import jit_nrt_free as jit
+from ._jit import jit_walker
 
 
-@jit
+@jit_walker
 def find_slot(slot_base, slot_end, addr, n):
-    """Index of the memslot holding ``[addr, addr + n)``, or -1 (binary search)."""
+    """Index of the memslot holding ``[addr, addr + n)``, or -1 (binary search; one exit
+    and no short-circuit operators, so the common case is a few compares)."""
     lo = 0
     hi = slot_base.shape[0]
+    if hi == 1:                                   # one slot: the common case, no search
+        k = -1
+        if (addr >= 0) & (slot_base[0] <= addr) & (addr + n <= slot_end[0]):
+            k = 0
+        return k
     while lo < hi:
         mid = (lo + hi) >> 1
         if slot_end[mid] <= addr:
             lo = mid + 1
         else:
             hi = mid
-    if lo < slot_base.shape[0] and addr >= 0 and slot_base[lo] <= addr and addr + n <= slot_end[lo]:
-        return lo
-    return -1
+    k = -1
+    if lo < slot_base.shape[0]:
+        ok = (addr >= 0) & (slot_base[lo] <= addr) & (addr + n <= slot_end[lo])
+        if ok:
+            k = lo
+    return k
 
 
 @jit
@@ -59,4 +69,100 @@ def write_phys(slot_base, slot_end, slot_backing, slot_offset, backings, addr, s
         return False
     buf = backings[slot_backing[k]]
     store_le(buf, slot_offset[k] + (addr - slot_base[k]), size, value)
+    return True
+
+
+# --- pointer-based access (the walkers' hot path) -----------------------------------------
+# A memslot is (base, end, ptr): ``ptr`` is the host address of the slot's first byte, so an
+# entry at physical ``addr`` in slot k is one load at ``ptr[k] + addr - base[k]``, after
+# find_slot's bounds check. No array is indexed, so Numba emits no reference counting in
+# the per-address loop, and any number of backing arrays (memmaps included) cost nothing.
+# PhysMem keeps the backing arrays alive while a kernel runs. x86 hosts are little-endian.
+
+import ctypes as _ctypes  # noqa: E402
+import sys as _sys  # noqa: E402
+
+import numba as _numba  # noqa: E402
+
+if _sys.byteorder != "little":                          # pragma: no cover
+    raise ImportError("vecmmu's kernels read little-endian entries with host loads and need a "
+                      "little-endian host")
+
+if _numba.config.DISABLE_JIT:
+    def load_u64(addr):
+        return np.int64(np.uint64(_ctypes.c_uint64.from_address(int(addr)).value).view(np.int64))
+
+    def load_u32(addr):
+        return np.int64(_ctypes.c_uint32.from_address(int(addr)).value)
+
+    def store_u64(addr, value):
+        _ctypes.c_uint64.from_address(int(addr)).value = int(value) & 0xFFFFFFFFFFFFFFFF
+
+    def store_u32(addr, value):
+        _ctypes.c_uint32.from_address(int(addr)).value = int(value) & 0xFFFFFFFF
+else:
+    from llvmlite import ir as _ir
+    from numba import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def load_u64(typingctx, addr):
+        """The 8 bytes at host address ``addr`` (unaligned allowed), as int64."""
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(64).as_pointer())
+            return builder.load(ptr, align=1)
+        return _types.int64(_types.int64), codegen
+
+    @_intrinsic
+    def load_u32(typingctx, addr):
+        """The 4 bytes at host address ``addr``, zero-extended to int64."""
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(32).as_pointer())
+            return builder.zext(builder.load(ptr, align=1), _ir.IntType(64))
+        return _types.int64(_types.int64), codegen
+
+    @_intrinsic
+    def store_u64(typingctx, addr, value):
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(64).as_pointer())
+            builder.store(args[1], ptr, align=1)
+            return context.get_dummy_value()
+        return _types.void(_types.int64, _types.int64), codegen
+
+    @_intrinsic
+    def store_u32(typingctx, addr, value):
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(32).as_pointer())
+            builder.store(builder.trunc(args[1], _ir.IntType(32)), ptr, align=1)
+            return context.get_dummy_value()
+        return _types.void(_types.int64, _types.int64), codegen
+
+
+@jit
+def load_entry(ptr, size):
+    """A little-endian u32 or u64 entry at host address ``ptr``."""
+    if size == 8:
+        return load_u64(ptr)
+    return load_u32(ptr)
+
+
+@jit
+def read_ptr(slot_base, slot_end, slot_ptr, addr, size):
+    """``(ok, value)`` of the ``size``-byte entry at physical ``addr`` (bounds-checked)."""
+    k = find_slot(slot_base, slot_end, addr, size)
+    if k < 0:
+        return False, np.int64(0)
+    return True, load_entry(slot_ptr[k] + (addr - slot_base[k]), size)
+
+
+@jit
+def write_ptr(slot_base, slot_end, slot_ptr, addr, size, value):
+    k = find_slot(slot_base, slot_end, addr, size)
+    if k < 0:
+        return False
+    p = slot_ptr[k] + (addr - slot_base[k])
+    if size == 8:
+        store_u64(p, value)
+    else:
+        store_u32(p, value)
     return True

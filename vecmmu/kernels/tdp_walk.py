@@ -23,18 +23,16 @@ def tdp_translate_batch(gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, 
     fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET); ``table[i]``: a guest
     paging-structure access; ``guest_acc``: guest rights for advanced exit information."""
     n = gpa.shape[0]
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
     per_table = table.shape[0] == n and n > 1
     per_gacc = guest_acc.shape[0] == n and n > 1
     for i in prange(n):
-        m = (slot_base, slot_end, slot_backing, slot_offset, backings)
         tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts)
         ttr = (do_trace, ttr_addr, ttr_val)
         a = af[i]
         t = table[i] if per_table else table[0]
         g = guest_acc[i] if per_gacc else guest_acc[0]
         r = tdp_translate(tdp, gpa[i], t != 0, (a & AF_WRITE) != 0, (a & AF_FETCH) != 0,
-                          (a & AF_USER) != 0, g, m, ttr, i, 0, True)
+                          (a & AF_USER) != 0, g, mem, ttr, i, 0, True)
         for c in range(11):
             out[i, c] = r[c]
 
@@ -49,14 +47,12 @@ def nested_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
     for i in prange(n):
-        m = (slot_base, slot_end, slot_backing, slot_offset, backings)
         tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts)
         ttr = (do_trace, ttr_addr, ttr_val)
         a = asid[i] if per_asid else asid[0]
         pk = pkru[i] if per_pkru else pkru[0]
         r = walk_x86_nested(i, addr[i], af[i], roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                            m, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
+                            mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
         for c in range(18):
             out[i, c] = r[c]

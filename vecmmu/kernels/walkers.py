@@ -18,14 +18,15 @@ Tuples passed around:
 
 * ``fp`` (format parameters): ``(root_level, pte_size, index_bits, va_bits, leaf_levels,
   flags, addr_mask, nx_flip, exec_force, pse36_mask, pkru_mask, bad_mt_xwr)``
-* ``mem``: ``(slot_base, slot_end, slot_backing, slot_offset, backings)``
+* ``mem``: ``(slot_base, slot_end, slot_ptr)`` (:meth:`vecmmu.PhysMem.slot_pointers`)
 * ``tdp``: ``(fp, rsvd, perms, root, wopts)``; its trace arrays ``(n, 6, 5)`` (row = guest
   level - 1, or 5 for the final GPA) travel separately as ``ttr = (do_trace, addr, val)``
 """
 import numpy as np
 
-from ._jit import jit
-from .physmem import find_slot, load_le
+from ._jit import jit_nrt_free as jit
+from ._jit import jit_walker
+from .physmem import find_slot, load_entry
 
 # Fault classes (vecmmu.bits.Fault)
 F_NONE = 0
@@ -100,7 +101,7 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
     addr_mask = fp[6]
     bad_mt_xwr = fp[11]
     mbec = (fflags & FMT_MBEC) != 0
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    slot_base, slot_end, slot_ptr = mem
     zero = np.int64(0)
     level = root_level
     table = root
@@ -118,7 +119,7 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
                 return (F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, zero, zero, zero, zero,
                         refs, zero)
             return F_UNBACKED, zero, level, ea, zero, zero, zero, zero, refs, zero
-        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (ea - slot_base[k]), 8)
+        pte = load_entry(slot_ptr[k] + (ea - slot_base[k]), 8)
         refs += 1
         if do_trace:
             tr_addr[tr_i, tr_row, level - 1] = ea
@@ -255,7 +256,7 @@ def _make_walk_x86(NESTED):
         exec_force = fp[8]
         pse36_mask = fp[9]
         pkru_mask = fp[10]
-        slot_base, slot_end, slot_backing, slot_offset, backings = mem
+        slot_base, slot_end, slot_ptr = mem
         kvm = (fflags & FMT_KVM) != 0
         zero = np.int64(0)
         write = (af & AF_WRITE) != 0
@@ -341,7 +342,7 @@ def _make_walk_x86(NESTED):
                     return (F_UNBACKED, zero, zero, st, np.int64(3), np.int64(3) if NESTED else zero,
                             phys, zero, zero, zero, zero, zero, refs, zero, zero,
                             ea if NESTED else zero, zero, zero)
-                pdpte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), 8)
+                pdpte = load_entry(slot_ptr[k] + (phys - slot_base[k]), 8)
                 refs += 1
                 if do_trace:
                     tr_addr[tr_rowbase, 2] = ea
@@ -383,7 +384,7 @@ def _make_walk_x86(NESTED):
                 return (F_UNBACKED, zero, zero, st, level, level if NESTED else zero, phys,
                         zero, zero, zero, zero, zero, refs, zero, zero, ea if NESTED else zero,
                         zero, zero)
-            pte = load_le(backings[slot_backing[k]], slot_offset[k] + (phys - slot_base[k]), pte_size)
+            pte = load_entry(slot_ptr[k] + (phys - slot_base[k]), pte_size)
             refs += 1
             if do_trace:
                 tr_addr[tr_rowbase, level - 1] = ea
@@ -396,7 +397,7 @@ def _make_walk_x86(NESTED):
                 return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, pte, zero, zero,
                         zero, zero, refs, zero, zero, zero, zero, zero)
             acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
-            if (pte & A_BIT) == 0:
+            if NESTED and (pte & A_BIT) == 0:
                 need_ad |= np.int64(1) << level
             if level == 1 or (b7 != 0 and ((leaf_levels >> level) & 1) != 0):
                 break
@@ -466,7 +467,7 @@ def _make_walk_x86(NESTED):
         return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
                 gpa, gpa, zero, zero, zero)
 
-    return jit(walk_x86)
+    return jit_walker(walk_x86)
 
 
 walk_x86_flat = _make_walk_x86(False)
@@ -511,7 +512,7 @@ def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, 
     pte_size = fp[1]
     index_bits = fp[2]
     addr_mask = fp[6]
-    slot_base, slot_end, slot_backing, slot_offset, backings = mem
+    slot_base, slot_end, slot_ptr = mem
     idx_mask = (np.int64(1) << index_bits) - 1
     lvl = root_level
     table = root
@@ -526,6 +527,6 @@ def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, 
             tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0,
             False)
         k = find_slot(slot_base, slot_end, thpa, pte_size)
-        pte = load_le(backings[slot_backing[k]], slot_offset[k] + (thpa - slot_base[k]), pte_size)
+        pte = load_entry(slot_ptr[k] + (thpa - slot_base[k]), pte_size)
         table = pte & addr_mask
         lvl -= 1
