@@ -262,7 +262,7 @@ class PageWalk:
 
     # -- the batch entry point ------------------------------------------------------------------
     def translate(self, accesses, kind=None, *, user=None, ac=None, implicit=None, stack=None,
-                  size=None, asid=None, pkru=None, table=False, guest_acc: int = 15,
+                  size=None, asid=None, pkru=None, table=False, guest_acc=None,
                   trace: bool = False, ad: str | None = None, threads: int | None = None,
                   chunk: int = DEFAULT_CHUNK, progress: bool | None = None) -> Translation:
         """Translate a batch of accesses.
@@ -272,8 +272,8 @@ class PageWalk:
         arrays). ``pkru`` overrides the walker's PKRU (one value, or one per access).
         For a ``tdp_walk`` the addresses are GPAs; ``user`` means a user-mode linear
         address (MBEC) or a CPL-3 access (NPT with GMET), ``table`` a guest
-        paging-structure access, ``guest_acc`` the guest rights behind the access
-        (advanced exit information).
+        paging-structure access, ``guest_acc`` the guest rights behind the access for
+        advanced exit information (default: R|W|X, plus U when ``user``).
 
         ``ad`` (cpu_walk only): None (memory is not changed), ``"trace"`` (A/D flags
         written back in trace order: each access sees the flags of those before it) or
@@ -442,7 +442,10 @@ class PageWalk:
         tbl = np.asarray(table, dtype=np.uint8).reshape(-1)
         if tbl.shape[0] not in (1, n):
             raise ValueError(f"table has {tbl.shape[0]} values for {n} accesses")
-        gacc = np.asarray(guest_acc, dtype=np.int64).reshape(-1)
+        if guest_acc is None:
+            gacc = 11 | (np.ascontiguousarray(cols["user"]).astype(np.int64) << 2)
+        else:
+            gacc = np.asarray(guest_acc, dtype=np.int64).reshape(-1)
         if gacc.shape[0] not in (1, n) or gacc.min() < 0 or gacc.max() > 15:
             raise ValueError("guest_acc must be ACC rights 0..15, one or one per access")
         ttr = ((np.full((n, 1, 5), -1, np.int64), np.zeros((n, 1, 5), np.int64)) if trace
