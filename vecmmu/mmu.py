@@ -290,9 +290,80 @@ class Mmu:
                                     pcd=pcd, pat=pat, global_=global_, accessed=accessed,
                                     dirty=dirty)
         vals = self._frame_bits(pas, level) | np.uint64(flags)
+        self.check_leaves(vals, level)
         vas = np.uint64(va) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
         self._install(vas, vals, level, asid)
         return pas
+
+    def map_pages(self, vas, pas, *, page_size: int = 4096, writable=True, user=None, nx=False,
+                  pkey=0, read=True, xs=True, xu=None, memtype: int = 6, accessed=False,
+                  dirty=False, asid: int = 0) -> None:
+        """Map many scattered pages at once, each with its own frame and rights.
+
+        ``vas`` and ``pas`` are arrays (one page each, aligned to ``page_size``); every
+        right may be a scalar or an array of the same length (x86/NPT: writable, user, nx,
+        pkey; EPT: read, writable, xs, xu). Every leaf is checked against this Mmu's own
+        format before anything is written (reserved bits; EPT misconfigurations)."""
+        level = self._leaf_level(int(page_size))
+        ps = np.uint64(page_size)
+        vas = np.asarray(vas, dtype=np.uint64).reshape(-1)
+        pas = np.asarray(pas, dtype=np.uint64).reshape(-1)
+        n = vas.shape[0]
+        if pas.shape[0] != n:
+            raise MmuError(f"map_pages: {n} addresses but {pas.shape[0]} frames")
+        if n == 0:
+            return
+        if np.any(vas % ps) or np.any(pas % ps):
+            bad = int(np.flatnonzero((vas % ps) | (pas % ps))[0])
+            raise MmuError(f"map_pages: page {bad} ({int(vas[bad]):#x} -> {int(pas[bad]):#x}) is not "
+                           f"aligned to {_page_size_name(int(page_size))}")
+        nvas = np.array([self._norm_va(int(v)) for v in (vas[0], vas[-1])])   # range checks
+        del nvas
+        if self._signed:
+            vas = vas & np.uint64((1 << self._va_bits) - 1)
+
+        def arr(x, dt=np.uint64):
+            return np.broadcast_to(np.asarray(x).astype(dt), (n,))
+        if self.kind == "ept":
+            xu_a = arr(xs if xu is None else xu, bool)
+            v = (arr(read, bool).astype(np.uint64) * np.uint64(EPT_R)
+                 | arr(writable, bool).astype(np.uint64) * np.uint64(EPT_W)
+                 | arr(xs, bool).astype(np.uint64) * np.uint64(EPT_XS)
+                 | xu_a.astype(np.uint64) * np.uint64(EPT_XU)
+                 | np.uint64((int(memtype) << 3) | (EPT_PS if level > 1 else 0))
+                 | arr(accessed, bool).astype(np.uint64) * np.uint64(EPT_A)
+                 | arr(dirty, bool).astype(np.uint64) * np.uint64(EPT_D))
+        else:
+            if user is None:
+                user = self.kind == "npt"
+            v = (np.uint64(B.PT_PRESENT | (B.PT_PAGE_SIZE if level > 1 else 0))
+                 | arr(writable, bool).astype(np.uint64) * np.uint64(B.PT_WRITABLE)
+                 | arr(user, bool).astype(np.uint64) * np.uint64(B.PT_USER)
+                 | arr(accessed, bool).astype(np.uint64) * np.uint64(B.PT_ACCESSED)
+                 | arr(dirty, bool).astype(np.uint64) * np.uint64(B.PT_DIRTY)
+                 | arr(nx, bool).astype(np.uint64) << np.uint64(63)
+                 | (arr(pkey) & np.uint64(15)) << np.uint64(B.PT_PKEY_SHIFT))
+        vals = self._frame_bits(pas, level) | v
+        self.check_leaves(vals, level)
+        self._install(vas, vals, level, asid)
+
+    def check_leaves(self, vals, level: int) -> None:
+        """Check leaf values against this Mmu's own PageFormat, as KVM checks its SPTEs
+        (``is_rsvd_spte``): reserved bits, and for EPT the misconfiguration patterns."""
+        vals = np.asarray(vals, dtype=np.uint64).reshape(-1)
+        b7 = (vals >> np.uint64(7)) & np.uint64(1)
+        rsvd = self.format.record["rsvd_bits_mask"][:, level - 1][b7.astype(np.int64)]
+        bad = (vals & rsvd) != 0
+        if self.kind == "ept":
+            xwr = vals & np.uint64(0x3F)
+            if self.role.mbec:
+                xwr = xwr | np.where(vals & np.uint64(EPT_XU), np.uint64(EPT_XS), np.uint64(0))
+            bad |= ((np.uint64(int(self.format.bad_mt_xwr)) >> xwr) & np.uint64(1)) != 0
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise MmuError(f"leaf {int(vals[i]):#018x} (page {i} of the call) is invalid in this "
+                           f"{self.kind} format: reserved bits {int(vals[i] & rsvd[i]):#x} or a "
+                           f"misconfiguration pattern")
 
     def _install(self, vas: np.ndarray, vals: np.ndarray, level: int, asid: int) -> None:
         root = self.roots[asid]
