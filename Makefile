@@ -12,17 +12,19 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Build a guest, translate a batch, print a fault summary.
+# The main job on bundled data: a real valgrind lackey trace of data/wordfreq.c, translated
+# through the address space its own /proc/self/maps describes, then a fault summary.
 demo: $(STAMP)
-	$(VENV)/bin/vecmmu demo
+	$(VENV)/bin/vecmmu demo --trace-file data/wordfreq.lackey.xz
 
 # The whole suite, then a small subset again with the JIT off (kernel lines covered).
 test: $(STAMP)
 	$(VPY) -m pytest -q
 	NUMBA_DISABLE_JIT=1 $(VPY) -m pytest -q -m nojit
 
+# Speed and scale measurements (they print tables and never fail on speed).
 bench: $(STAMP)
-	$(VPY) benchmarks/bench_walk.py
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
