@@ -88,7 +88,7 @@ class Translation:
 
     def __init__(self, cols: dict, trace: tuple | None = None, *, tdp_trace: tuple | None = None,
                  mode_name: str = "", semantics: str = "hardware"):
-        n = {len(v) for v in cols.values()}
+        n = {len(v) for v in cols.values() if v is not None}
         if len(n) != 1:
             raise ValueError("result columns differ in length")
         self._cols = cols
@@ -99,8 +99,12 @@ class Translation:
 
     def __getattr__(self, name):
         cols = self.__dict__.get("_cols")
-        if cols is not None and name in cols:
-            return cols[name]
+        if cols is not None:
+            if name in cols:
+                return cols[name]
+            if name in ("access", "part"):           # no access was split: made on demand
+                n = len(cols["addr"])
+                return np.arange(n, dtype=np.int64) if name == "access" else np.zeros(n, np.uint8)
         raise AttributeError(name)
 
     def __len__(self) -> int:
@@ -161,7 +165,10 @@ class Translation:
         return np.where(self._cols["fault"] == Fault.PF, self._cols["addr"], np.uint64(0))
 
     def columns(self) -> dict:
-        return dict(self._cols)
+        out = dict(self._cols)
+        for k in ("access", "part"):
+            out.setdefault(k, getattr(self, k))
+        return out
 
     # -- pandas ---------------------------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
@@ -176,8 +183,8 @@ class Translation:
         pf = fault == Fault.PF
         entry_valid = (c["fault_level"] > 0) | (c["leaf_level"] > 0) | (fault == Fault.UNBACKED)
         data = {
-            "access": c["access"],
-            "part": c["part"],
+            "access": self.access,
+            "part": self.part,
             "asid": c["asid"],
             "addr": _u64(c["addr"]),
             "kind": pd.Categorical.from_codes(c["kind"].astype(np.int8), dtype=KIND_CATEGORIES),
@@ -229,8 +236,8 @@ class Translation:
             raise ValueError("this result has no trace: translate(..., trace=True)")
         rows, cols = np.nonzero(self.trace_addr >= 0)
         return pd.DataFrame({
-            "access": self._cols["access"][rows],
-            "part": self._cols["part"][rows],
+            "access": self.access[rows],
+            "part": self.part[rows],
             "level": (cols + 1).astype(np.uint8),
             "entry_addr": _u64(self.trace_addr[rows, cols]),
             "entry_value": _u64(self.trace_value[rows, cols]),
@@ -245,7 +252,7 @@ class Translation:
         rows, g, t = np.nonzero(ta >= 0)
         glevel = np.where(g == 5, 0, g + 1).astype(np.uint8)
         return pd.DataFrame({
-            "access": self._cols["access"][rows], "part": self._cols["part"][rows],
+            "access": self.access[rows], "part": self.part[rows],
             "guest_level": glevel, "tdp_level": (t + 1).astype(np.uint8),
             "entry_addr": _u64(ta[rows, g, t]), "entry_value": _u64(tv[rows, g, t]),
         })

@@ -313,8 +313,7 @@ class PageWalk:
             sel["addr"] = np.where(part == 1, (sel["addr"] | np.uint64(0xFFF)) + np.uint64(1),
                                    sel["addr"])
         else:
-            index = np.arange(n_in, dtype=np.int64)
-            part = np.zeros(n_in, dtype=np.uint8)
+            index = part = None                      # row i is access i (made on demand)
             sel = acc
         n = sel.shape[0]
         if len(self.cr3) == 1:
@@ -327,14 +326,15 @@ class PageWalk:
             pk = self._check_pkru(pkru)
             if pk.shape[0] not in (1, n_in):
                 raise ValueError(f"pkru has {pk.shape[0]} values for {n_in} accesses")
-            if pk.shape[0] == n_in and n != n_in:
+            if pk.shape[0] == n_in and index is not None:
                 pk = pk[index]
         if pk.shape[0] == 1 and n > 1:
             pk = pk[:1]
 
         # the batch's own fields (views, not copies) go into the result
-        cols = {"access": index, "part": part, "addr": sel["addr"], "asid": sel["asid"],
-                "kind": sel["kind"], "user": sel["user"]}
+        cols = {"addr": sel["addr"], "asid": sel["asid"], "kind": sel["kind"], "user": sel["user"]}
+        if index is not None:
+            cols["access"], cols["part"] = index, part
         if self.kind in ("cpu", "nested") and self.role.mode in (PagingMode.BIT32, PagingMode.PAE,
                                                                   PagingMode.NONE):
             cols["addr"] = sel["addr"] & np.uint64(0xFFFFFFFF)
