@@ -18,10 +18,10 @@ import pytest
 import sys
 
 import kernel_adapter
+from dictmem import FOUR_GIB, DictMemory, memory  # noqa: F401
 import reference
 from reference import GPFault, UnbackedError, load_pdptes, translate  # noqa: F401 (patched below)
 
-FOUR_GIB = ((0, 1 << 32),)
 KEYS = {"fault", "gpa", "error_code", "cr2", "fault_level", "entry_addr", "entry_value",
         "leaf_level", "page_size", "acc", "pkey", "refs", "trace"}
 
@@ -33,26 +33,6 @@ XD = 1 << 63
 READ, WRITE, FETCH = 0, 1, 2
 
 
-class DictMemory:
-    """read(addr, n) over a dict of bytes; None outside the backed ranges. Callable like
-    the reference's ``read``; the kernel adapter builds a PhysMem from ``data``/``backed``."""
-
-    def __init__(self, data, backed):
-        self.data, self.backed = data, backed
-
-    def __call__(self, a, n):
-        if not any(lo <= a and a + n <= hi for lo, hi in self.backed):
-            return None
-        return sum(self.data.get(a + i, 0) << (8 * i) for i in range(n))
-
-
-def memory(entries, width=8, backed=FOUR_GIB):
-    """read(addr, n) over {addr: value} entries of `width` bytes; None outside `backed`."""
-    data = {}
-    for addr, value in entries.items():
-        for i in range(width):
-            data[addr + i] = (value >> (8 * i)) & 0xFF
-    return DictMemory(data, backed)
 
 
 @pytest.fixture(autouse=True, params=["reference", "kernel"])

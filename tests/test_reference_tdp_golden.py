@@ -22,11 +22,11 @@ import sys
 import pytest
 
 import kernel_adapter
+from dictmem import FOUR_GIB, DictMemory, memory  # noqa: F401
 import reference
 import reference_tdp
 from reference_tdp import tdp_translate, translate_nested  # noqa: F401 (patched below)
 
-FOUR_GIB = ((0, 1 << 32),)
 KEYS = {"fault", "stage", "gpa", "hpa", "error_code", "exit_qual", "fault_gpa", "cr2",
         "fault_level", "entry_addr", "entry_value", "guest_level", "leaf_level", "page_size",
         "acc", "pkey", "tdp_leaf_level", "tdp_page_size", "tdp_acc", "effective_page_size",
@@ -40,30 +40,6 @@ READ, WRITE, FETCH = 0, 1, 2
 BIT32, BIT33 = 1 << 32, 1 << 33
 
 
-class DictMemory:
-    """read(addr, n) over a dict of bytes; None outside the backed ranges. Callable like
-    the reference's ``read``; a kernel adapter can build a PhysMem from ``data``/``backed``."""
-
-    def __init__(self, data, backed):
-        self.data, self.backed = data, backed
-
-    def __call__(self, a, n):
-        if not any(lo <= a and a + n <= hi for lo, hi in self.backed):
-            return None
-        return sum(self.data.get(a + i, 0) << (8 * i) for i in range(n))
-
-
-def memory(entries, width=8, backed=FOUR_GIB):
-    """read(addr, n) over {addr: value} entries of `width` bytes (a value may be a
-    (value, width) pair); None outside `backed`."""
-    data = {}
-    for addr, value in entries.items():
-        w = width
-        if isinstance(value, tuple):
-            value, w = value
-        for i in range(w):
-            data[addr + i] = (value >> (8 * i)) & 0xFF
-    return DictMemory(data, backed)
 
 
 @pytest.fixture(autouse=True, params=["reference", "kernel"])
