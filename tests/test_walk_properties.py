@@ -171,3 +171,19 @@ def test_thread_count_does_not_change_results(threads):
     got = walk.translate(a["addr"], a["kind"], user=a["user"], threads=threads, chunk=1 << 20)
     for col in base.columns():
         assert np.array_equal(base.columns()[col], got.columns()[col]), col
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(r=roles, seed=st.integers(0, 2**31))
+def test_grouped_order_same_results(r, seed):
+    """order='grouped' walks each chunk sorted by (address space, page) and returns
+    exactly what input order returns, in input order."""
+    role, regs_in, mem, cr3s, pdptes, rng = _setup(r, seed)
+    walk = PageWalk(role, mem, cr3s, pdptes=pdptes)
+    a = _accesses(rng, role, 500)
+    kw = dict(user=a["user"], ac=a["ac"], asid=a["asid"], pkru=a["pkru"], trace=True)
+    base = walk.translate(a["addr"], a["kind"], **kw)
+    got = walk.translate(a["addr"], a["kind"], order="grouped", chunk=128, **kw)
+    for col in base.columns():
+        assert np.array_equal(base.columns()[col], got.columns()[col]), col
+    assert np.array_equal(base.trace_value, got.trace_value)

@@ -19,18 +19,23 @@ D_BIT = 1 << 6
 @pjit
 def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
-                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val):
+                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
     access batch (strided views are fine: no temporaries are made); ``asid`` and ``pkru``
     have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
-    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
+    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view; ``order`` (length
+    ``n``, or 0 for input order) the order to walk in: results still go to row ``i``.
     """
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
-    for i in prange(n):
+    ordered = order.shape[0] == n and n > 0
+    for j in prange(n):
+        i = np.int64(j)
+        if ordered:
+            i = order[j]
         a = asid[i] if per_asid else asid[0]
         pk = pkru[i] if per_pkru else pkru[0]
         k = kind[i]
