@@ -147,3 +147,118 @@ def _fault_codes(fault):
     for j, f in enumerate(Fault):
         lut[f.value] = j
     return lut[fault]
+
+
+# --- tidy fault statistics (categoricals throughout) ------------------------------------------
+
+REGION_SHIFTS = {"page": 12, "4K": 12, "2M": 21, "1G": 30}
+HALF_CATEGORIES = pd.CategoricalDtype(["user", "kernel"])
+LEVEL_CATEGORIES = pd.CategoricalDtype([1, 2, 3, 4, 5], ordered=True)
+
+
+def region_labels(addr, by: str = "2M", *, named: dict | None = None) -> pd.Categorical:
+    """A categorical label per address: ``"page"``/``"2M"``/``"1G"`` (the aligned region's
+    start, hex), ``"half"`` (user or kernel half: bit 63 of a canonical address), or
+    ``"named"`` with ``named={label: (start, end)}`` (``"(other)"`` elsewhere)."""
+    a = np.asarray(addr).astype(np.uint64, copy=False)
+    if by == "half":
+        return pd.Categorical.from_codes((a >> np.uint64(63)).astype(np.int8), dtype=HALF_CATEGORIES)
+    if by == "named":
+        if not named:
+            raise ValueError("by='named' needs named={label: (start, end)}")
+        codes = np.full(a.shape, len(named), np.int16)
+        for j, (lo, hi) in enumerate(named.values()):
+            codes[(a >= np.uint64(lo)) & (a < np.uint64(hi)) & (codes == len(named))] = j
+        return pd.Categorical.from_codes(codes, categories=list(named) + ["(other)"])
+    if by not in REGION_SHIFTS:
+        raise ValueError(f"by must be one of {sorted(REGION_SHIFTS)}, 'half' or 'named', not {by!r}")
+    sh = np.uint64(REGION_SHIFTS[by])
+    u, inv = np.unique(a >> sh, return_inverse=True)
+    cats = [f"{int(x) << int(sh):#x}" for x in u]
+    return pd.Categorical.from_codes(inv.astype(np.int64).reshape(-1), categories=cats)
+
+
+def memslot_labels(mem, pa, valid=None) -> pd.Categorical:
+    """The memslot (by name) holding each physical address; ``(none)`` where none does or
+    where ``valid`` is False."""
+    pa = np.asarray(pa).astype(np.uint64, copy=False)
+    codes = np.full(pa.shape, len(mem.slots), np.int16)
+    for j, s in enumerate(mem.slots):
+        codes[(pa >= np.uint64(s.base)) & (pa < np.uint64(s.end))] = j
+    if valid is not None:
+        codes[~np.asarray(valid, bool)] = len(mem.slots)
+    names = [s.name for s in mem.slots]
+    names = [f"{n} ({j})" if names.count(n) > 1 else n for j, n in enumerate(names)]
+    return pd.Categorical.from_codes(codes, categories=names + ["(none)"])
+
+
+def fault_frame(res, *, space=None, mem=None, named: dict | None = None) -> pd.DataFrame:
+    """``res.to_frame()`` plus analysis columns, all categorical: ``half`` (user/kernel),
+    ``region_2m``, ``region_1g``, ``level`` (the faulting level, NA when none), ``pkey``,
+    ``vma`` (with ``space``, an AddressSpace), ``memslot`` (with ``mem``: the slot
+    of the final physical address, HPA for 2-D walks) and ``named`` (with ``named``)."""
+    df = res.to_frame()
+    c = res.columns()
+    df["half"] = region_labels(c["addr"], "half")
+    df["region_2m"] = region_labels(c["addr"], "2M")
+    df["region_1g"] = region_labels(c["addr"], "1G")
+    lv = c["fault_level"].astype(np.int8) - 1
+    lv[(c["fault"] == Fault.NONE) | (lv < 0)] = -1
+    df["level"] = pd.Categorical.from_codes(lv, dtype=LEVEL_CATEGORIES)
+    if "pkey" in df:
+        df["pkey"] = pd.Categorical(df["pkey"], categories=list(range(16)))
+    if space is not None:
+        reg = space.region_of(c["addr"], c["asid"])
+        names = [f"{int(s):#x} {p or ''}".strip()
+                 for s, p in zip(space.vmas["start"], space.vmas["path"])]
+        codes = np.where(reg < 0, len(names), reg)
+        df["vma"] = pd.Categorical.from_codes(codes, categories=names + ["(none)"])
+    if mem is not None:
+        if "hpa" in c:
+            df["memslot"] = memslot_labels(mem, c["hpa"], res.has_hpa)
+        else:
+            df["memslot"] = memslot_labels(mem, c["gpa"], res.has_gpa)
+    if named:
+        df["named"] = region_labels(c["addr"], "named", named=named)
+    return df
+
+
+def fault_stats(res, by=("fault", "kind", "privilege"), *, faults_only: bool = False,
+                space=None, mem=None, named: dict | None = None) -> pd.DataFrame:
+    """Counts and shares grouped by any columns of :func:`fault_frame` (for example
+    ``("fault", "stage")``, ``("region_2m", "fault")``, ``("pkey",)``, ``("page_size",)``,
+    ``("level", "fault")``, ``("vma", "fault")``, ``("memslot",)``, ``("half", "fault")``).
+    ``share`` is of all translations (of faulting ones with ``faults_only``)."""
+    df = fault_frame(res, space=space, mem=mem, named=named)
+    if faults_only:
+        df = df[df["fault"] != "none"]
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [b for b in by if b not in df]
+    if missing:
+        raise ValueError(f"cannot group by {missing}: available {list(df.columns)}")
+    out = df.groupby(by, observed=True).size().rename("count").reset_index()
+    out["share"] = out["count"] / max(len(df), 1)
+    return out.sort_values("count", ascending=False, ignore_index=True)
+
+
+def top_faulting_pages(res, k: int = 10, *, page_shift: int = 12) -> pd.DataFrame:
+    """The ``k`` pages (of ``2**page_shift`` bytes) with the most faults: page, faults,
+    the most common fault class there, and the share of that page's translations."""
+    c = res.columns()
+    bad = c["fault"] != Fault.NONE
+    if not bad.any():
+        return pd.DataFrame({"page": pd.array([], dtype="UInt64"), "faults": [], "fault": [],
+                             "fault_share": []})
+    pg = c["addr"] >> np.uint64(page_shift)
+    u, cnt = np.unique(pg[bad], return_counts=True)
+    top = np.argsort(-cnt, kind="stable")[:k]
+    rows = []
+    for j in top:
+        sel = pg == u[j]
+        fv, fc = np.unique(c["fault"][sel & bad], return_counts=True)
+        rows.append((int(u[j]) << page_shift, int(cnt[j]), FAULT_NAMES[int(fv[np.argmax(fc)])],
+                     cnt[j] / max(int(sel.sum()), 1)))
+    df = pd.DataFrame(rows, columns=["page", "faults", "fault", "fault_share"])
+    df["page"] = pd.array(df["page"].to_numpy(np.uint64), dtype="UInt64")
+    df["fault"] = pd.Categorical(df["fault"], dtype=FAULT_CATEGORIES)
+    return df

@@ -1,0 +1,255 @@
+"""Re-deciding walked accesses under other decision-only settings (what-if sweeps).
+
+A *walk record* is a 2-D (or 1-D) walk made once with the most permissive guest decision
+settings (CR0.WP=0, SMEP=SMAP=PKE=0): every access that faults there faults under every
+decision-only variant, so the record holds, for every access that reached its guest leaf,
+the accumulated ACC rights, the pkey, and (2-D) the outcome and TDP rights of the final
+GPA's translation. :func:`decide_row` is KVM's ``permission_fault`` on the guest rights,
+followed by the final-GPA EPT check with a permission *overlay* AND-ed in like one more
+EPT level (see :mod:`vecmmu.analysis.overlay`).
+
+Record columns arrive as one int64 matrix ``rec`` with the columns of
+:data:`vecmmu.kernels.tdp_walk.NESTED_COLS` (a 1-D record fills the nested-only columns
+with 0). Variant parameters are one int64 row of :data:`VP_*` fields plus a u16
+permission-table row and the variant's overlay segments.
+"""
+import numpy as np
+
+from ._jit import jit_walker, pjit, prange
+
+# record columns (NESTED_COLS order)
+R_FAULT, R_EC, R_QUAL, R_STAGE, R_FLEVEL, R_GLEVEL, R_EADDR, R_EVAL, R_LEAF, R_SHIFT, R_ACC, \
+    R_PKEY, R_REFS, R_GPA, R_HPA, R_FGPA, R_TSHIFT, R_TACC = range(18)
+N_REC = 18
+
+# variant parameter row
+VP_PKRU_MASK, VP_PKRU, VP_PFERR_FETCH, VP_AC, VP_OV_LO, VP_OV_HI, VP_TFLAGS, VP_TROOT, \
+    VP_KVM = range(9)
+N_VP = 9
+
+F_NONE = 0
+F_PF = 1
+F_EPT_VIOLATION = 4
+F_EPT_MISCONFIG = 5
+F_OVERLAY_MISCONFIG = 8      # what-if only: an overlay turned a leaf into a bad XWR pattern
+
+# need codes (rows a full result must complete outside the kernel)
+NEED_NONE = 0
+NEED_REWALK = 1              # guest #PF whose guest leaf entry the record lacks: re-walk
+NEED_TDP_LEAF = 2            # overlay fault at the final GPA: the TDP leaf entry is needed
+
+FMT_ADV_INFO = 128
+FMT_MBEC = 32
+FMT_EPT = 16
+FMT_EXECONLY = 1 << 30       # passed in VP_TFLAGS only (not a format flag)
+
+PF_P = 1
+PF_W = 2
+PF_U = 4
+PF_FETCH = 16
+PF_PK = 32
+
+
+@jit_walker
+def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi, ov_acc, out):
+    """Re-decide record row ``i`` for one variant; writes the 18 result columns to
+    ``out`` (a 1-D int64 view) and returns a need code (:data:`NEED_*`).
+
+    KVM: ``permission_fault`` (guest) and the EPT permission check of
+    ``walk_addr_generic`` for the final GPA, with the overlay as one more level.
+    """
+    for c in range(N_REC):
+        out[c] = rec[i, c]
+    f = rec[i, R_FAULT]
+    leaf = rec[i, R_LEAF]
+    write = kind == 1
+    fetch = kind == 2
+    u = user != 0 and implicit == 0
+    pfec = np.int64(0)
+    if write:
+        pfec |= PF_W
+    if u:
+        pfec |= PF_U
+    if fetch:
+        pfec |= PF_FETCH
+    ec_acc = pfec & (PF_W | PF_U)
+    if fetch and vp[VP_PFERR_FETCH] != 0:
+        ec_acc |= PF_FETCH
+    if leaf == 0:                      # the guest walk stopped before its leaf: settings-free
+        if f == F_PF:                  # ... except the I/D bit of the error code (format flag)
+            out[R_EC] = (rec[i, R_EC] & ~np.int64(PF_FETCH)) | (ec_acc & PF_FETCH)
+        return NEED_NONE
+    acc = rec[i, R_ACC]
+    a = ac != 0
+    if vp[VP_AC] >= 0:
+        a = vp[VP_AC] != 0
+    not_smap = a and implicit == 0
+    row = (pfec + (np.int64(not_smap) << 3)) >> 1
+    fault = (np.int64(perms[row]) >> acc) & 1
+    ec = ec_acc | PF_P
+    pkru_mask = vp[VP_PKRU_MASK]
+    if pkru_mask != 0:
+        pk = (vp[VP_PKRU] >> (rec[i, R_PKEY] * 2)) & 3
+        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
+        if pk != 0:
+            ec |= PF_PK
+            fault = 1
+    st = rec[i, R_STAGE]
+    success = f == F_NONE
+    nested = vp[VP_TROOT] != 0
+    if fault != 0:
+        out[R_FAULT] = F_PF
+        out[R_EC] = ec
+        out[R_QUAL] = 0
+        out[R_STAGE] = 1 if nested else 0
+        out[R_FLEVEL] = leaf
+        out[R_GLEVEL] = 0
+        out[R_GPA] = 0
+        out[R_HPA] = 0
+        out[R_FGPA] = 0
+        out[R_TSHIFT] = 0
+        out[R_TACC] = 0
+        if f == F_PF or (success and not nested):   # the record's entry is the guest leaf
+            return NEED_NONE
+        if not success:   # entry and refs of the guest leaf are not in the record
+            return NEED_REWALK
+        # refs without the final GPA's TDP walk: root - tdp leaf + 1 entries
+        tleaf = (rec[i, R_TSHIFT] - 12) // 9 + 1
+        out[R_REFS] = rec[i, R_REFS] - (vp[VP_TROOT] - tleaf + 1)
+        return NEED_NONE
+    if f == F_PF:                      # record denied what the variant allows: not permissive
+        return NEED_REWALK
+    if not nested or ov_hi <= ov_lo:
+        return NEED_NONE
+    # the final GPA through the overlay (EPT): did the record's TDP walk reach its leaf?
+    final_ok = success or (st == 3 and rec[i, R_FLEVEL] == 0) or (st == 2)
+    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and rec[i, R_TSHIFT] > 0
+    if not (final_ok or viol_at_leaf):
+        return NEED_NONE
+    gpa = rec[i, R_GPA]
+    lo = ov_lo
+    hi = ov_hi
+    while lo < hi:                     # first segment whose end is above gpa
+        mid = (lo + hi) >> 1
+        if ov_hi_end(ov_acc, mid) <= gpa:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= ov_hi or ov_acc[lo, 0] > gpa:
+        return NEED_NONE
+    mask = ov_acc[lo, 2]
+    tflags = vp[VP_TFLAGS]
+    mbec = (tflags & FMT_MBEC) != 0
+    tacc = rec[i, R_TACC] & mask
+    tleaf = (rec[i, R_TSHIFT] - 12) // 9 + 1
+    present = (tacc & 11) != 0 or (mbec and (tacc & 4) != 0)
+    if present and _bad_pattern(tacc, mbec, (tflags & FMT_EXECONLY) != 0):
+        tf = F_OVERLAY_MISCONFIG
+    elif not present:
+        tf = F_EPT_VIOLATION
+    else:
+        um = mbec and (acc & 4) != 0
+        tpfec = np.int64(0)
+        if write:
+            tpfec |= PF_W
+        if um:
+            tpfec |= PF_U
+        if fetch:
+            tpfec |= PF_FETCH
+        if ((np.int64(tperms[tpfec >> 1]) >> tacc) & 1) != 0:
+            tf = F_EPT_VIOLATION
+        else:
+            out[R_TACC] = tacc         # the translation's rights include the overlay
+            return NEED_NONE
+    kvm = vp[VP_KVM] != 0
+    q = np.int64(0)
+    if tf == F_EPT_VIOLATION:
+        q = np.int64(2) if write else (np.int64(4) if fetch else np.int64(1))
+        q |= _prot_bits(tacc, mbec)
+        q |= np.int64(3) << 7                            # GVA valid, GVA translated
+        if (tflags & FMT_ADV_INFO) != 0 and not kvm:
+            q |= ((acc >> 2) & 1) << 9
+            q |= ((acc >> 1) & 1) << 10
+            q |= (((acc >> 3) & 1) ^ 1) << 11
+    out[R_FAULT] = tf
+    out[R_QUAL] = q
+    if present and tf == F_EPT_VIOLATION:   # a permission violation: the leaf's size and rights
+        out[R_TSHIFT] = rec[i, R_TSHIFT]
+        out[R_TACC] = tacc
+    else:                                   # the walk stopped at the overlay "entry"
+        out[R_TSHIFT] = 0
+        out[R_TACC] = 0
+    if viol_at_leaf:                        # the record already failed here: same entry
+        return NEED_NONE
+    out[R_EC] = 0
+    out[R_STAGE] = 3
+    out[R_GLEVEL] = 0
+    out[R_FLEVEL] = tleaf
+    out[R_HPA] = 0
+    out[R_FGPA] = gpa if not kvm else gpa & ~np.int64(0xFFF)
+    return NEED_TDP_LEAF
+
+
+@jit_walker
+def ov_hi_end(ov, k):
+    return ov[k, 1]
+
+
+@jit_walker
+def _prot_bits(tacc, mbec):
+    """Exit-qualification bits 3-6 from TDP rights in ACC layout (R=1 W=2 XU=4 XS=8)."""
+    q = ((tacc & 1) << 3) | ((tacc & 2) << 3) | ((tacc & 8) << 2)
+    if mbec:
+        q |= (tacc & 4) << 4
+    return q
+
+
+@jit_walker
+def _bad_pattern(tacc, mbec, execonly):
+    """An EPT misconfiguration pattern (``bad_mt_xwr``'s XWR part; XU counts as X under
+    MBEC, reading R5): W without R, or execute-only without execute-only support."""
+    r = (tacc & 1) != 0
+    w = (tacc & 2) != 0
+    x = (tacc & 8) != 0 or (mbec and (tacc & 4) != 0)
+    if w and not r:
+        return True
+    return x and not r and not w and not execonly
+
+
+@pjit
+def decide_matrix(rec, kind, user, ac, implicit, vps, perms, tperms, ov, o_fault, o_stage):
+    """Fault class and stage of every row under every variant: ``o_fault[i, k]``.
+
+    ``vps`` (K, N_VP), ``perms``/``tperms`` (K, 16) u16, ``ov`` (S, 3) int64 segments
+    ``(start, end, acc_mask)`` of all variants (variant k owns rows
+    ``vps[k, VP_OV_LO]:vps[k, VP_OV_HI]``). About one table lookup per row and variant.
+    """
+    n = rec.shape[0]
+    nk = vps.shape[0]
+    chunk = 4096
+    nchunks = (n + chunk - 1) // chunk
+    for c in prange(nchunks):
+        out = np.empty(N_REC, np.int64)
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for k in range(nk):
+            vp = vps[k]
+            p = perms[k]
+            tp = tperms[k]
+            olo = vp[VP_OV_LO]
+            ohi = vp[VP_OV_HI]
+            for i in range(lo, hi):
+                decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, p, tp, olo, ohi,
+                           ov, out)
+                o_fault[i, k] = out[R_FAULT]
+                o_stage[i, k] = out[R_STAGE]
+
+
+@pjit
+def decide_full(rec, kind, user, ac, implicit, vp, perms, tperms, ov, out, need):
+    """Every result column of every row under one variant (``out`` (n, 18)), and the
+    rows a full result must complete (``need``)."""
+    n = rec.shape[0]
+    for i in prange(n):
+        need[i] = decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, perms, tperms,
+                             vp[VP_OV_LO], vp[VP_OV_HI], ov, out[i])
