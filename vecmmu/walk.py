@@ -131,10 +131,14 @@ class PageWalk:
         PKRU for batches that do not give one per access (default 0: all keys allowed).
     tdp : PageWalk, optional
         A ``tdp_walk`` over the same memory: makes this ``cpu_walk`` two-dimensional.
+    enc_mask : int
+        Entry bits that are not address or rights bits for this guest and are cleared
+        before an entry is used: the SME/SEV C-bit or the TDX shared bit (for example
+        ``1 << 51``). Traces and reported entry values keep the raw entries.
     """
 
     def __init__(self, role, mem: PhysMem, cr3=0, *, pdptes=None, semantics: str = "hardware",
-                 pkru: int = 0, tdp: "PageWalk | None" = None):
+                 pkru: int = 0, tdp: "PageWalk | None" = None, enc_mask: int = 0):
         if not isinstance(mem, PhysMem):
             raise TypeError(f"mem must be a PhysMem, not {type(mem).__name__}")
         if semantics not in ("hardware", "kvm"):
@@ -145,6 +149,9 @@ class PageWalk:
         self.tdp = None
         self._wopts = K.W_KVM_UNBACKED if semantics == "kvm" else K.W_CHECK_FINAL
         self.pkru = self._check_pkru(pkru)
+        self.enc_mask = int(enc_mask) & (2**64 - 1)
+        if self.enc_mask & 0xFFF:
+            raise ValueError(f"enc_mask {self.enc_mask:#x} touches bits 11:0 (flags), not address bits")
         cr3s = [cr3] if np.ndim(cr3) == 0 else list(cr3)
         if not cr3s:
             raise ValueError("cr3 must name at least one root")
@@ -234,6 +241,11 @@ class PageWalk:
         return load_pdptes(tmp, 0, self.role.maxphyaddr)
 
     @property
+    def _fp(self) -> tuple:
+        """The format's parameter tuple plus this walker's enc_mask (what kernels take)."""
+        return self.format.params() + (np.int64(np.uint64(self.enc_mask).view(np.int64)),)
+
+    @property
     def kind(self) -> str:
         """'cpu', 'nested' (a cpu_walk on a tdp_walk), 'ept' or 'npt'."""
         if isinstance(self.role, CpuRole):
@@ -243,10 +255,12 @@ class PageWalk:
     @classmethod
     def from_regs(cls, mem: PhysMem, *, cr0: int, cr3: int, cr4: int, efer: int = 0,
                   maxphyaddr: int = 52, gbpages: bool = True, vendor: str = "intel",
-                  semantics: str = "hardware", pkru: int = 0, pdptes=None, tdp=None) -> "PageWalk":
+                  semantics: str = "hardware", pkru: int = 0, pdptes=None, tdp=None,
+                  enc_mask: int = 0) -> "PageWalk":
         """A cpu_walk from register values (as a memory dump gives them)."""
         role = CpuRole.from_regs(cr0, cr4, efer, maxphyaddr=maxphyaddr, gbpages=gbpages, vendor=vendor)
-        return cls(role, mem, cr3, pdptes=pdptes, semantics=semantics, pkru=pkru, tdp=tdp)
+        return cls(role, mem, cr3, pdptes=pdptes, semantics=semantics, pkru=pkru, tdp=tdp,
+                   enc_mask=enc_mask)
 
     @classmethod
     def from_eptp(cls, mem: PhysMem, eptp: int, *, semantics: str = "hardware", **caps) -> "PageWalk":
@@ -377,7 +391,7 @@ class PageWalk:
                       ("acc", np.uint8), ("pkey", np.uint8), ("refs", np.uint8)):
             cols[k] = np.empty(n, dt)
         memt = _mem_tuple(self.mem)
-        params, rsvd, perms = self.format.params(), self.format.rsvd_table(), self.format.perm_table()
+        params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
         fields = [cols["addr"].view(np.int64)] + [sel[k] for k in ("kind", "user", "ac", "implicit",
                                                                      "stack")]
         out_names = ("gpa", "fault", "error_code", "fault_level", "entry_addr", "entry_value",
@@ -426,7 +440,7 @@ class PageWalk:
     def _tdp_args(self):
         t = self.tdp if self.kind == "nested" else self
         f = t.format
-        return (f.params(), f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts)
+        return (t._fp, f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts)
 
     def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name):
         n = af.shape[0]
@@ -448,7 +462,7 @@ class PageWalk:
             k = pk[lo:hi] if pk.shape[0] == n and n > 1 else pk
             t = (tr[0][lo:hi], tr[1][lo:hi], ttr[0][lo:hi], ttr[1][lo:hi]) if trace else (*tr, *ttr)
             KT.nested_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
-                                f.params(), f.rsvd_table(), f.perm_table(), self._wopts,
+                                self._fp, f.rsvd_table(), f.perm_table(), self._wopts,
                                 *targs, memt, out[lo:hi], trace, *t)
             prog.update(hi)
         prog.close()

@@ -256,6 +256,7 @@ def _make_walk_x86(NESTED):
         exec_force = fp[8]
         pse36_mask = fp[9]
         pkru_mask = fp[10]
+        enc_mask = fp[12]                                 # SME/SEV C-bit, TDX shared bit
         slot_base, slot_end, slot_ptr = mem
         kvm = (fflags & FMT_KVM) != 0
         zero = np.int64(0)
@@ -342,7 +343,7 @@ def _make_walk_x86(NESTED):
                     return (F_UNBACKED, zero, zero, st, np.int64(3), np.int64(3) if NESTED else zero,
                             phys, zero, zero, zero, zero, zero, refs, zero, zero,
                             ea if NESTED else zero, zero, zero)
-                pdpte = load_entry(slot_ptr[k] + (phys - slot_base[k]), 8)
+                pdpte = load_entry(slot_ptr[k] + (phys - slot_base[k]), 8) & ~enc_mask
                 refs += 1
                 if do_trace:
                     tr_addr[tr_rowbase, 2] = ea
@@ -358,6 +359,7 @@ def _make_walk_x86(NESTED):
 
         acc_raw = np.int64(-1)
         pte = zero
+        raw = zero
         ea = zero
         idx_mask = (np.int64(1) << index_bits) - 1
         while True:
@@ -384,17 +386,18 @@ def _make_walk_x86(NESTED):
                 return (F_UNBACKED, zero, zero, st, level, level if NESTED else zero, phys,
                         zero, zero, zero, zero, zero, refs, zero, zero, ea if NESTED else zero,
                         zero, zero)
-            pte = load_entry(slot_ptr[k] + (phys - slot_base[k]), pte_size)
+            raw = load_entry(slot_ptr[k] + (phys - slot_base[k]), pte_size)
+            pte = raw & ~enc_mask                          # decisions use the unmasked bits
             refs += 1
             if do_trace:
                 tr_addr[tr_rowbase, level - 1] = ea
-                tr_val[tr_rowbase, level - 1] = pte
+                tr_val[tr_rowbase, level - 1] = raw
             if (pte & 1) == 0:                                # not present
-                return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, pte, zero, zero, zero, zero,
+                return (F_PF, ec_acc, zero, S_GUEST, level, zero, ea, raw, zero, zero, zero, zero,
                         refs, zero, zero, zero, zero, zero)
             b7 = (pte >> 7) & 1
             if (pte & rsvd[b7, level - 1]) != 0:             # reserved bit set
-                return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, pte, zero, zero,
+                return (F_PF, ec_acc | PF_P | PF_RSVD, zero, S_GUEST, level, zero, ea, raw, zero, zero,
                         zero, zero, refs, zero, zero, zero, zero, zero)
             acc_raw &= (pte ^ nx_flip) | exec_force           # W, U AND-ed; XD inverted, then AND-ed
             if NESTED and (pte & A_BIT) == 0:
@@ -422,7 +425,7 @@ def _make_walk_x86(NESTED):
                 ec |= PF_PK
                 fault = 1
         if fault != 0:
-            return (F_PF, ec, zero, S_GUEST, level, zero, ea, pte, level, page_shift, acc, pkey, refs,
+            return (F_PF, ec, zero, S_GUEST, level, zero, ea, raw, level, page_shift, acc, pkey, refs,
                     zero, zero, zero, zero, zero)
 
         offset_mask = (np.int64(1) << page_shift) - 1
@@ -458,13 +461,13 @@ def _make_walk_x86(NESTED):
             if (tdp[4] & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, thpa, 1) < 0:
                 return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, thpa, zero, level, page_shift,
                         acc, pkey, refs, gpa, thpa, gpa, tsh, tacc)
-            return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
+            return (F_NONE, zero, zero, S_NONE, zero, zero, ea, raw, level, page_shift, acc, pkey, refs,
                     gpa, thpa, zero, tsh, tacc)
 
         if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
             return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, level, page_shift, acc,
                     pkey, refs, gpa, gpa, zero, zero, zero)
-        return (F_NONE, zero, zero, S_NONE, zero, zero, ea, pte, level, page_shift, acc, pkey, refs,
+        return (F_NONE, zero, zero, S_NONE, zero, zero, ea, raw, level, page_shift, acc, pkey, refs,
                 gpa, gpa, zero, zero, zero)
 
     return jit_walker(walk_x86)
@@ -527,6 +530,6 @@ def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, 
             tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0,
             False)
         k = find_slot(slot_base, slot_end, thpa, pte_size)
-        pte = load_entry(slot_ptr[k] + (thpa - slot_base[k]), pte_size)
+        pte = load_entry(slot_ptr[k] + (thpa - slot_base[k]), pte_size) & ~fp[12]
         table = pte & addr_mask
         lvl -= 1
