@@ -287,3 +287,13 @@ def test_variant_parse_errors():
     assert v.smap is False and v.pkru == 4 and v.overlays[0].acc == 1 | 8
     with pytest.raises(ValueError, match="EPT"):
         whatif(build_1d().walker(), make_accesses([UC]), [Variant("o", overlays=[Overlay(0, 4096)])])
+
+
+def test_cli_whatif(capsys):
+    from vecmmu.cli import main
+    assert main(["whatif", "--n", "20000", "--variant", "no SMAP:smap=0",
+                 "--variant", "no NX:nxe=0", "--diff", "no SMAP"]) == 0
+    out = capsys.readouterr().out
+    assert "decided from record" in out and "re-walk" in out and "stops faulting" in out
+    assert main(["whatif", "--n", "10", "--variant", "bad:smpa=1"]) == 2
+    assert "unknown setting" in capsys.readouterr().err

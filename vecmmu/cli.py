@@ -160,6 +160,23 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=_int, default=None)
     _progress_args(s)
 
+    wi = _sub(sub, "whatif", "what-if permission sweep: fault counts under named variants",
+              ["vecmmu whatif --variant 'no SMAP:smap=0' --variant 'no NX:nxe=0'",
+               "vecmmu whatif --variant 'pkey1 AD:pkru=0x4' --diff 'pkey1 AD'",
+               "vecmmu whatif --trace-file data/wordfreq.lackey.xz --maps data/wordfreq.maps "
+               "--variant 'WP off:wp=0'"])
+    _space_args(wi)
+    _trace_args(wi)
+    wi.add_argument("--n", type=_int, default=1_000_000,
+                    help="synthetic accesses on the demo guest when no --trace-file (default 1M)")
+    wi.add_argument("--seed", type=_int, default=0)
+    wi.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VAL,...",
+                    help="a variant (repeatable); keys: wp smep smap pke ac pkru nxe pse mbec "
+                    "execonly ad advanced_info gmet overlay=START+SIZE:r-w-xs-xu")
+    wi.add_argument("--diff", metavar="NAME", help="also list what changes under NAME, by 2 MiB region")
+    wi.add_argument("--threads", type=_int, default=None)
+    _progress_args(wi)
+
     m = _sub(sub, "maps", "list the mappings of page tables (merged ranges), with filters",
              ["vecmmu maps --dump guest.elf.gz", "vecmmu maps --dump guest.elf.gz --user --wx",
               "vecmmu maps --dump guest.elf.gz --supervisor --page-size 2M -o k.csv",
@@ -682,7 +699,44 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "translate": cmd_translate, "stats": cmd_stats, "maps": cmd_maps,
+def cmd_whatif(args) -> int:
+    from .analysis.whatif import whatif
+    if not args.variant:
+        raise ValueError("give at least one --variant NAME:KEY=VALUE,... (e.g. 'no SMAP:smap=0')")
+    if args.trace_file or args.dump or args.maps:
+        walk, _sp, desc = _space(args, args.trace_file)
+        if args.trace_file:
+            parts = list(_limited(_open_reader(args), args.limit))
+            acc = np.concatenate(parts) if parts else None
+        else:
+            raise ValueError("--dump/--maps need --trace-file (the accesses to study)")
+    else:
+        from .demo import build_guest, make_trace
+        walk = build_guest().walker(pkru=args.pkru, semantics=args.semantics)
+        acc = make_trace(args.n, args.seed)
+        desc = f"demo guest (SMEP, SMAP, PKE; PKRU={args.pkru:#x}), {args.n:,} synthetic accesses"
+    t0 = time.perf_counter()
+    res = whatif(walk, acc, args.variant, threads=args.threads)
+    dt = time.perf_counter() - t0
+    print(f"{desc}\n{len(res.addr):,} translations, {len(res.names)} variants, "
+          f"{res.timing['walks']} walk(s), {dt:.2f} s\n")
+    t = res.totals()
+    t["share"] = t["share"].map(lambda x: f"{x:7.2%}")
+    print(t.to_string(index=False))
+    s = res.summary()
+    s = s[s["fault"] != "none"].copy()
+    s["share"] = s["share"].map(lambda x: f"{x:7.2%}")
+    print("\nfaults by variant, class and stage:")
+    print(s.to_string(index=False))
+    if args.diff:
+        if args.diff not in res.names:
+            raise ValueError(f"--diff {args.diff!r} is not a variant ({', '.join(res.names)})")
+        print(f"\n{args.diff!r} against the baseline, by 2 MiB region:")
+        print(res.diff(args.diff, by="2M").head(15).to_string())
+    return 0
+
+
+COMMANDS = {"whatif": cmd_whatif, "demo": cmd_demo, "translate": cmd_translate, "stats": cmd_stats, "maps": cmd_maps,
             "trace": cmd_trace, "bench": cmd_bench, "info": cmd_info}
 
 

@@ -208,11 +208,13 @@ class WalkRecord:
             self.cols = self.walker_permissive.translate(acc, threads=threads).columns()
         self.seconds = time.perf_counter() - t0
         n = len(self.cols["addr"])
-        rec = np.zeros((n, KD.N_REC), np.int64)
+        rec = np.empty((KD.N_REC, n), np.int64)
         for j, name in enumerate(NESTED_COLS):
             if name in self.cols:
-                rec[:, j] = self.cols[name].astype(np.int64) if self.cols[name].dtype != np.uint64 \
-                    else self.cols[name].view(np.int64)
+                c = self.cols[name]
+                rec[j] = c.view(np.int64) if c.dtype == np.uint64 else c
+            else:
+                rec[j] = 0
         self.rec = rec
         idx = self.cols["access"]
         self.kind = np.ascontiguousarray(self.cols["kind"])
@@ -348,8 +350,8 @@ class WhatIf:
         rk, v = self._assign[k]
         R = self._records[rk]
         p = self.plan[variant]
-        out = np.empty((R.rec.shape[0], KD.N_REC), np.int64)
-        need = np.empty(R.rec.shape[0], np.int8)
+        out = np.empty((R.rec.shape[1], KD.N_REC), np.int64)
+        need = np.empty(R.rec.shape[1], np.int8)
         KD.decide_full(R.rec, R.kind, R.user, R.ac, R.implicit, p["vp"], p["perms"], p["tperms"],
                        p["ov"], out, need)
         cols = {k2: R.cols[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")}
@@ -480,7 +482,7 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
         lo += s.shape[0]
     ov_all = np.concatenate(segs) if lo else np.zeros((1, 3), np.int64)
     base = records[assign[0][0]]
-    n = base.rec.shape[0]
+    n = base.rec.shape[1]
     fault = np.empty((n, len(vs)), np.uint8)
     stage = np.empty((n, len(vs)), np.uint8)
     t0 = time.perf_counter()
@@ -488,7 +490,7 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
     for key in dict.fromkeys(k for k, _ in assign):
         ks = [j for j, (k2, _) in enumerate(assign) if k2 == key]
         R = records[key]
-        if R.rec.shape[0] != n:
+        if R.rec.shape[1] != n:
             raise RuntimeError("records differ in length (page-crossing splits differ)")
         f = np.empty((n, len(ks)), np.uint8)
         s = np.empty((n, len(ks)), np.uint8)

@@ -8,7 +8,7 @@ GPA's translation. :func:`decide_row` is KVM's ``permission_fault`` on the guest
 followed by the final-GPA EPT check with a permission *overlay* AND-ed in like one more
 EPT level (see :mod:`vecmmu.analysis.overlay`).
 
-Record columns arrive as one int64 matrix ``rec`` with the columns of
+Record columns arrive as one int64 matrix ``rec`` (18, n), one row per column of
 :data:`vecmmu.kernels.tdp_walk.NESTED_COLS` (a 1-D record fills the nested-only columns
 with 0). Variant parameters are one int64 row of :data:`VP_*` fields plus a u16
 permission-table row and the variant's overlay segments.
@@ -59,9 +59,9 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     ``walk_addr_generic`` for the final GPA, with the overlay as one more level.
     """
     for c in range(N_REC):
-        out[c] = rec[i, c]
-    f = rec[i, R_FAULT]
-    leaf = rec[i, R_LEAF]
+        out[c] = rec[c, i]
+    f = rec[R_FAULT, i]
+    leaf = rec[R_LEAF, i]
     write = kind == 1
     fetch = kind == 2
     u = user != 0 and implicit == 0
@@ -77,9 +77,9 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
         ec_acc |= PF_FETCH
     if leaf == 0:                      # the guest walk stopped before its leaf: settings-free
         if f == F_PF:                  # ... except the I/D bit of the error code (format flag)
-            out[R_EC] = (rec[i, R_EC] & ~np.int64(PF_FETCH)) | (ec_acc & PF_FETCH)
+            out[R_EC] = (rec[R_EC, i] & ~np.int64(PF_FETCH)) | (ec_acc & PF_FETCH)
         return NEED_NONE
-    acc = rec[i, R_ACC]
+    acc = rec[R_ACC, i]
     a = ac != 0
     if vp[VP_AC] >= 0:
         a = vp[VP_AC] != 0
@@ -89,12 +89,12 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     ec = ec_acc | PF_P
     pkru_mask = vp[VP_PKRU_MASK]
     if pkru_mask != 0:
-        pk = (vp[VP_PKRU] >> (rec[i, R_PKEY] * 2)) & 3
+        pk = (vp[VP_PKRU] >> (rec[R_PKEY, i] * 2)) & 3
         pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
         if pk != 0:
             ec |= PF_PK
             fault = 1
-    st = rec[i, R_STAGE]
+    st = rec[R_STAGE, i]
     success = f == F_NONE
     nested = vp[VP_TROOT] != 0
     if fault != 0:
@@ -114,19 +114,19 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
         if not success:   # entry and refs of the guest leaf are not in the record
             return NEED_REWALK
         # refs without the final GPA's TDP walk: root - tdp leaf + 1 entries
-        tleaf = (rec[i, R_TSHIFT] - 12) // 9 + 1
-        out[R_REFS] = rec[i, R_REFS] - (vp[VP_TROOT] - tleaf + 1)
+        tleaf = (rec[R_TSHIFT, i] - 12) // 9 + 1
+        out[R_REFS] = rec[R_REFS, i] - (vp[VP_TROOT] - tleaf + 1)
         return NEED_NONE
     if f == F_PF:                      # record denied what the variant allows: not permissive
         return NEED_REWALK
     if not nested or ov_hi <= ov_lo:
         return NEED_NONE
     # the final GPA through the overlay (EPT): did the record's TDP walk reach its leaf?
-    final_ok = success or (st == 3 and rec[i, R_FLEVEL] == 0) or (st == 2)
-    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and rec[i, R_TSHIFT] > 0
+    final_ok = success or (st == 3 and rec[R_FLEVEL, i] == 0) or (st == 2)
+    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and rec[R_TSHIFT, i] > 0
     if not (final_ok or viol_at_leaf):
         return NEED_NONE
-    gpa = rec[i, R_GPA]
+    gpa = rec[R_GPA, i]
     lo = ov_lo
     hi = ov_hi
     while lo < hi:                     # first segment whose end is above gpa
@@ -140,8 +140,8 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     mask = ov_acc[lo, 2]
     tflags = vp[VP_TFLAGS]
     mbec = (tflags & FMT_MBEC) != 0
-    tacc = rec[i, R_TACC] & mask
-    tleaf = (rec[i, R_TSHIFT] - 12) // 9 + 1
+    tacc = rec[R_TACC, i] & mask
+    tleaf = (rec[R_TSHIFT, i] - 12) // 9 + 1
     present = (tacc & 11) != 0 or (mbec and (tacc & 4) != 0)
     if present and _bad_pattern(tacc, mbec, (tflags & FMT_EXECONLY) != 0):
         tf = F_OVERLAY_MISCONFIG
@@ -174,7 +174,7 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     out[R_FAULT] = tf
     out[R_QUAL] = q
     if present and tf == F_EPT_VIOLATION:   # a permission violation: the leaf's size and rights
-        out[R_TSHIFT] = rec[i, R_TSHIFT]
+        out[R_TSHIFT] = rec[R_TSHIFT, i]
         out[R_TACC] = tacc
     else:                                   # the walk stopped at the overlay "entry"
         out[R_TSHIFT] = 0
@@ -216,6 +216,78 @@ def _bad_pattern(tacc, mbec, execonly):
     return x and not r and not w and not execonly
 
 
+@jit_walker
+def decide_class(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi, ov):
+    """Only the fault class and stage of :func:`decide_row` (the sweep's hot path; the
+    tests compare both paths with re-walks)."""
+    f = rec[R_FAULT, i]
+    st = rec[R_STAGE, i]
+    leaf = rec[R_LEAF, i]
+    if leaf == 0:
+        return f, st
+    write = kind == 1
+    fetch = kind == 2
+    pfec = np.int64(0)
+    if write:
+        pfec |= PF_W
+    if user != 0 and implicit == 0:
+        pfec |= PF_U
+    if fetch:
+        pfec |= PF_FETCH
+    acc = rec[R_ACC, i]
+    a = ac != 0
+    if vp[VP_AC] >= 0:
+        a = vp[VP_AC] != 0
+    not_smap = a and implicit == 0
+    fault = (np.int64(perms[(pfec + (np.int64(not_smap) << 3)) >> 1]) >> acc) & 1
+    pkru_mask = vp[VP_PKRU_MASK]
+    if pkru_mask != 0:
+        pk = (vp[VP_PKRU] >> (rec[R_PKEY, i] * 2)) & 3
+        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
+        if pk != 0:
+            fault = 1
+    nested = vp[VP_TROOT] != 0
+    if fault != 0:
+        return np.int64(F_PF), np.int64(1 if nested else 0)
+    if not nested or ov_hi <= ov_lo:
+        return f, st
+    final_ok = f == F_NONE or (st == 3 and rec[R_FLEVEL, i] == 0) or (st == 2)
+    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and rec[R_TSHIFT, i] > 0
+    if not (final_ok or viol_at_leaf):
+        return f, st
+    gpa = rec[R_GPA, i]
+    lo = ov_lo
+    hi = ov_hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ov[mid, 1] <= gpa:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= ov_hi or ov[lo, 0] > gpa:
+        return f, st
+    tflags = vp[VP_TFLAGS]
+    mbec = (tflags & FMT_MBEC) != 0
+    tacc = rec[R_TACC, i] & ov[lo, 2]
+    present = (tacc & 11) != 0 or (mbec and (tacc & 4) != 0)
+    if present and _bad_pattern(tacc, mbec, (tflags & FMT_EXECONLY) != 0):
+        return np.int64(F_OVERLAY_MISCONFIG), np.int64(3)
+    if not present:
+        return np.int64(F_EPT_VIOLATION), np.int64(3)
+    if viol_at_leaf:
+        return f, st
+    tpfec = np.int64(0)
+    if write:
+        tpfec |= PF_W
+    if mbec and (acc & 4) != 0:
+        tpfec |= PF_U
+    if fetch:
+        tpfec |= PF_FETCH
+    if ((np.int64(tperms[tpfec >> 1]) >> tacc) & 1) != 0:
+        return np.int64(F_EPT_VIOLATION), np.int64(3)
+    return f, st
+
+
 @pjit
 def decide_matrix(rec, kind, user, ac, implicit, vps, perms, tperms, ov, o_fault, o_stage):
     """Fault class and stage of every row under every variant: ``o_fault[i, k]``.
@@ -224,12 +296,11 @@ def decide_matrix(rec, kind, user, ac, implicit, vps, perms, tperms, ov, o_fault
     ``(start, end, acc_mask)`` of all variants (variant k owns rows
     ``vps[k, VP_OV_LO]:vps[k, VP_OV_HI]``). About one table lookup per row and variant.
     """
-    n = rec.shape[0]
+    n = rec.shape[1]
     nk = vps.shape[0]
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
     for c in prange(nchunks):
-        out = np.empty(N_REC, np.int64)
         lo = c * chunk
         hi = min(n, lo + chunk)
         for k in range(nk):
@@ -239,17 +310,17 @@ def decide_matrix(rec, kind, user, ac, implicit, vps, perms, tperms, ov, o_fault
             olo = vp[VP_OV_LO]
             ohi = vp[VP_OV_HI]
             for i in range(lo, hi):
-                decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, p, tp, olo, ohi,
-                           ov, out)
-                o_fault[i, k] = out[R_FAULT]
-                o_stage[i, k] = out[R_STAGE]
+                f, st = decide_class(rec, i, kind[i], user[i], ac[i], implicit[i], vp, p, tp,
+                                     olo, ohi, ov)
+                o_fault[i, k] = f
+                o_stage[i, k] = st
 
 
 @pjit
 def decide_full(rec, kind, user, ac, implicit, vp, perms, tperms, ov, out, need):
     """Every result column of every row under one variant (``out`` (n, 18)), and the
     rows a full result must complete (``need``)."""
-    n = rec.shape[0]
+    n = rec.shape[1]
     for i in prange(n):
         need[i] = decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, perms, tperms,
                              vp[VP_OV_LO], vp[VP_OV_HI], ov, out[i])
