@@ -55,41 +55,70 @@ def _kind_array(kind, n: int) -> np.ndarray:
         arr = out
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"kind must be integers 0/1/2 or strings, not {arr.dtype}")
-    arr = np.broadcast_to(arr, (n,))
+    arr = _broadcast("kind", arr, n)
     if arr.size and (arr.min() < 0 or arr.max() > 2):
         bad = int(np.flatnonzero((arr < 0) | (arr > 2))[0])
         raise ValueError(f"kind[{bad}] = {arr[bad]} is not 0 (read), 1 (write) or 2 (fetch)")
     return arr.astype(np.uint8)
 
 
+def _broadcast(name, arr, n):
+    """``arr`` as ``n`` values: a scalar or a 1-D array of length ``n`` (nothing else)."""
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise ValueError(f"{name} has shape {arr.shape}; expected a scalar or {n} values")
+    return np.broadcast_to(arr, (n,))
+
+
+def _int_array(name, value, n, lo, hi, expect):
+    arr = np.asarray(value)
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers ({expect}), not {arr.dtype}")
+    arr = _broadcast(name, arr, n)
+    if arr.size:
+        bad = (arr < lo) | (arr > hi)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{name}[{i}] = {arr[i]} is out of range ({expect})")
+    return arr
+
+
 def _flag_array(name, value, n):
     arr = np.asarray(value)
     if arr.dtype.kind not in "biu":
         raise TypeError(f"{name} must be booleans or 0/1, not {arr.dtype}")
-    try:
-        arr = np.broadcast_to(arr, (n,))
-    except ValueError:
-        raise ValueError(f"{name} has shape {arr.shape}; expected a scalar or {n} values") from None
+    arr = _broadcast(name, arr, n)
     if arr.size and arr.max() > 1:
         bad = int(np.flatnonzero(arr > 1)[0])
         raise ValueError(f"{name}[{bad}] = {arr[bad]} is not 0 or 1")
     return arr.astype(np.uint8)
 
 
+def _py_addrs(seq) -> np.ndarray:
+    """Python integers as u64; negative values down to -2**63 are two's complement (a
+    sign-extended linear address), anything outside [-2**63, 2**64) is an error."""
+    out = np.empty(len(seq), dtype=np.uint64)
+    for i, a in enumerate(seq):
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"addr[{i}] = {a!r} is not an integer")
+        a = int(a)
+        if not -(1 << 63) <= a < 1 << 64:
+            raise ValueError(f"addr[{i}] = {a:#x} does not fit in 64 bits")
+        out[i] = a & (2**64 - 1)
+    return out
+
+
 def _addr_array(addr) -> np.ndarray:
     if isinstance(addr, (int, np.integer)):
         addr = [addr]
     if isinstance(addr, (list, tuple, range)):
-        try:
-            return np.array([int(a) & (2**64 - 1) for a in addr], dtype=np.uint64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"addr must be integers: {e}") from None
+        return _py_addrs(addr)
     arr = np.asarray(addr)
+    if arr.ndim != 1:
+        raise ValueError(f"addr must be one address or a 1-D array of them, not shape {arr.shape}")
     if arr.dtype == object:
-        try:
-            arr = np.array([int(a) & (2**64 - 1) for a in arr.reshape(-1)], dtype=np.uint64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"addr must be integers: {e}") from None
+        arr = _py_addrs(arr)
     if arr.dtype.kind == "i":
         arr = arr.astype(np.int64).view(np.uint64)
     elif arr.dtype.kind != "u":
@@ -110,16 +139,30 @@ def make_accesses(addr, kind=0, *, user=False, ac=False, implicit=False, stack=F
     out["ac"] = _flag_array("ac", ac, n)
     out["implicit"] = _flag_array("implicit", implicit, n)
     out["stack"] = _flag_array("stack", stack, n)
-    sz = np.broadcast_to(np.asarray(size), (n,))
-    if sz.size and (sz.min() < 1 or sz.max() > 4096):
-        bad = int(np.flatnonzero((sz < 1) | (sz > 4096))[0])
-        raise ValueError(f"size[{bad}] = {sz[bad]} must be between 1 and 4096 bytes")
-    out["size"] = sz
-    asid_a = np.broadcast_to(np.asarray(asid), (n,))
-    if asid_a.size and asid_a.min() < 0:
-        raise ValueError("asid must be non-negative")
-    out["asid"] = asid_a
+    out["size"] = _int_array("size", size, n, 1, 4096, "1..4096 bytes")
+    out["asid"] = _int_array("asid", asid, n, 0, 2**32 - 1, "an address-space index 0..2**32-1")
     return out
+
+
+def check_batch(batch: np.ndarray) -> np.ndarray:
+    """``batch`` if it is a valid 1-D ACCESS_DTYPE array; otherwise a ValueError naming
+    the field and the first bad index (enumerations and flags are checked: the kernels
+    trust them)."""
+    if batch.ndim != 1:
+        raise ValueError(f"an access batch must be 1-D, not shape {batch.shape}")
+    if not batch.shape[0]:
+        return batch
+    for name, hi in (("kind", 2), ("user", 1), ("ac", 1), ("implicit", 1), ("stack", 1)):
+        col = batch[name]
+        if int(col.max()) > hi:
+            i = int(np.flatnonzero(col > hi)[0])
+            what = "0 (read), 1 (write) or 2 (fetch)" if name == "kind" else "0 or 1"
+            raise ValueError(f"access batch: {name}[{i}] = {int(col[i])} is not {what}")
+    sz = batch["size"]
+    if int(sz.min()) < 1 or int(sz.max()) > 4096:
+        i = int(np.flatnonzero((sz < 1) | (sz > 4096))[0])
+        raise ValueError(f"access batch: size[{i}] = {int(sz[i])} is out of range (1..4096 bytes)")
+    return batch
 
 
 def as_accesses(obj, **kw) -> np.ndarray:
@@ -128,7 +171,13 @@ def as_accesses(obj, **kw) -> np.ndarray:
     if isinstance(obj, np.ndarray) and obj.dtype == ACCESS_DTYPE:
         if kw:
             raise TypeError(f"an access batch already says {sorted(kw)}; pass only the batch")
-        return obj
+        return check_batch(obj)
+    if isinstance(obj, np.ndarray) and obj.dtype.names is not None:
+        missing = [f for f in ACCESS_DTYPE.names if f not in obj.dtype.names]
+        raise TypeError(f"a structured array must have dtype vecmmu.ACCESS_DTYPE to be an access "
+                        f"batch; this one has fields {list(obj.dtype.names)}"
+                        + (f" (missing {missing})" if missing else " (with other types or order)")
+                        + "; build one with make_accesses()")
     if hasattr(obj, "columns"):                      # a pandas DataFrame
         if "addr" not in obj.columns:
             raise ValueError(f"the DataFrame needs an 'addr' column (has {list(obj.columns)})")

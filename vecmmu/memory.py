@@ -64,11 +64,19 @@ class PhysMem:
         self._kargs = None
         self._ptrs = None
 
+    def __getstate__(self):
+        # the cached kernel views hold host pointers: meaningless in another process
+        state = dict(self.__dict__)
+        state["_kargs"] = state["_ptrs"] = None
+        return state
+
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def zeros(cls, size: int, base: int = 0) -> "PhysMem":
         """RAM of ``size`` bytes at ``base``, zero-filled. Large sizes cost no memory until
         touched (the pages come from calloc/mmap)."""
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"PhysMem.zeros: size must be a positive integer, got {size!r}")
         mem = cls()
         mem.add_slot(base, np.zeros(size, dtype=np.uint8), name="ram")
         return mem
@@ -93,6 +101,9 @@ class PhysMem:
         PT_LOAD). ``writable`` defaults to whether the array is writable.
         """
         arr = _as_bytes(data)
+        for what, v in (("base", base), ("offset", offset), ("size", size)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise TypeError(f"memslot {name or ''!r}: {what} must be an integer, not {v!r}")
         base, offset = int(base), int(offset)
         size = arr.size - offset if size is None else int(size)
         name = name or f"slot{len(self.slots)}"

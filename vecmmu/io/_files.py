@@ -7,10 +7,12 @@ gives one clear error instead of a library traceback.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import lzma
 import os
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -106,6 +108,32 @@ class InputFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Write to a temporary file beside ``path`` and rename it into place only when the
+    block succeeds: a failure leaves the old file (or none) and no temporary behind.
+    Yields the temporary path."""
+    path = Path(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def read_head(path, n: int = 4096) -> bytes:

@@ -133,7 +133,8 @@ def write_lackey(path, trace) -> int:
     p = str(path)
     opener = gzip.open if p.endswith(".gz") else lzma.open if p.endswith(".xz") else open
     n = 0
-    with opener(p, "wb") as f:
+    from ._files import atomic_output
+    with atomic_output(p) as tmp, opener(tmp, "wb") as f:
         for b in batches:
             buf = np.empty(48 * b.shape[0] + 1, np.uint8)
             k = int(K.format_lackey(np.ascontiguousarray(b["addr"]), np.ascontiguousarray(b["kind"]),

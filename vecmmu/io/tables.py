@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..access import ACCESS_DTYPE
 from ..kernels.trace_parse import parse_int_cells
-from ._files import InputFile, Progress, TraceError, check_path
+from ._files import InputFile, Progress, TraceError, atomic_output, check_path
 from .traces import TraceReader
 
 KIND_WORDS = {"read": 0, "r": 0, "load": 0, "l": 0, "ld": 0, "0": 0,
@@ -358,7 +358,7 @@ def write_parquet(path, trace, *, asid_keys=None, compression: str = "zstd",
         schema = schema.with_metadata({"vecmmu.asid_keys": json.dumps([int(k) for k in asid_keys])})
     n = 0
     prog = Progress(None, f"writing {path}", enabled=progress, unit=" rows")
-    with pq.ParquetWriter(str(path), schema, compression=compression) as w:
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as w:
         for b in batches:
             if not (isinstance(b, np.ndarray) and b.dtype == ACCESS_DTYPE):
                 raise TypeError("write_parquet takes access batches (ACCESS_DTYPE arrays)")
@@ -380,6 +380,11 @@ def write_parquet(path, trace, *, asid_keys=None, compression: str = "zstd",
 def write_csv(path, trace, *, progress: bool | None = None) -> int:
     """Write an access batch, or an iterable of batches, as a CSV trace (hex addresses);
     ``.gz`` in the name compresses. Returns the number of rows."""
+    with atomic_output(path) as tmp:
+        return _write_csv(tmp, str(path).endswith(".gz"), path, trace, progress)
+
+
+def _write_csv(tmp, gz, path, trace, progress):
     batches = [trace] if isinstance(trace, np.ndarray) else trace
     n = 0
     prog = Progress(None, f"writing {path}", enabled=progress, unit=" rows")
@@ -390,12 +395,15 @@ def write_csv(path, trace, *, progress: bool | None = None) -> int:
         df = pd.DataFrame({"address": np.char.add("0x", np.char.mod("%x", b["addr"])) if len(b) else [],
                            "kind": kinds[b["kind"]], "privilege": privs[b["user"]],
                            "size": b["size"], "asid": b["asid"]})
-        df.to_csv(path, mode="w" if first else "a", header=first, index=False,
-                  compression="gzip" if str(path).endswith(".gz") and first else None)
-        if str(path).endswith(".gz") and not first:
+        if gz and not first:
             raise ValueError("write_csv writes .gz files from a single batch only")
+        df.to_csv(tmp, mode="w" if first else "a", header=first, index=False,
+                  compression="gzip" if gz else None)
         first = False
         n += b.shape[0]
         prog.update(n)
+    if first:       # no batches: a header-only file
+        pd.DataFrame(columns=["address", "kind", "privilege", "size", "asid"]).to_csv(
+            tmp, index=False, compression="gzip" if gz else None)
     prog.close()
     return n
