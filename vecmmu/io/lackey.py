@@ -119,6 +119,12 @@ class LackeyReader(TraceReader):
                              f"line(s); was valgrind run with --tool=lackey --trace-mem=yes?")
 
     def _emit(self, o_addr, o_kind, o_size, n):
+        sz = o_size[:n]
+        if n and (int(sz.min()) < 1 or int(sz.max()) > 4096):
+            i = int(np.flatnonzero((sz < 1) | (sz > 4096))[0])
+            raise TraceError(f"{self.path}: access {self.accesses + i} (address "
+                             f"{int(o_addr[i]):#x}): size {int(sz[i])} is out of range "
+                             f"(expected 1..4096 bytes)")
         self.accesses += n
         return make_batch(o_addr[:n], o_kind[:n], o_size[:n], user=1, asid=self.asid)
 
