@@ -104,3 +104,16 @@ def test_million_pages():
     r = mmu.walker().translate(va)
     assert np.all(r.fault == Fault.NONE)
     assert np.array_equal(r.gpa, frames[sample] + np.uint64(8))
+
+
+def test_out_of_range_inputs_are_errors():
+    from vecmmu import PhysMem
+    mmu = Mmu.for_mode("4level", ram_size=1 << 22)
+    with pytest.raises(MmuError, match="64 bits"):
+        mmu.map(2**64, 0x1000, user=True)
+    with pytest.raises(MmuError, match="64 bits"):
+        mmu.unmap(2**64 + 0x400000, 0x1000)
+    with pytest.raises(MmuError, match="asid 7"):
+        mmu.map(0x1000, 0x1000, asid=7)
+    with pytest.raises(ValueError, match="64-bit register"):
+        PageWalk.from_regs(PhysMem.zeros(1 << 16), cr0=0x80000001, cr4=0x20, efer=0x500, cr3=2**70)

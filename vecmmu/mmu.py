@@ -128,18 +128,27 @@ class Mmu:
         self.roots.append(root)
         return len(self.roots) - 1
 
+    def _root(self, asid: int) -> int:
+        if not isinstance(asid, (int, np.integer)) or not 0 <= int(asid) < len(self.roots):
+            raise MmuError(f"asid {asid!r} does not name an address space (this Mmu has "
+                           f"{len(self.roots)}: 0..{len(self.roots) - 1}; add one with "
+                           f"new_address_space())")
+        return self.roots[int(asid)]
+
     def cr3(self, asid: int = 0, pcid: int = 0) -> int:
         """The CR3 value for an address space (PCID in bits 11:0 when CR4.PCIDE); for EPT
         the EPTP, for NPT the nCR3."""
         if self.kind == "ept":
-            return self.role.eptp(self.roots[asid])
+            return self.role.eptp(self._root(asid))
         if pcid and not getattr(self.role, "pcide", False):
             raise MmuError("a PCID needs CR4.PCIDE in the role")
-        return self.roots[asid] | (pcid & 0xFFF)
+        return self._root(asid) | (pcid & 0xFFF)
 
     # -- helpers -----------------------------------------------------------------------------
     def _norm_va(self, va: int, what: str = "address") -> int:
         va = int(va)
+        if not -(1 << 63) <= va < 1 << 64:
+            raise MmuError(f"{what} {va:#x} does not fit 64 bits")
         if self._va_bits == 32:
             if not 0 <= va < 1 << 32:
                 raise MmuError(f"{what} {va:#x} does not fit a 32-bit linear address")
@@ -366,7 +375,7 @@ class Mmu:
                            f"misconfiguration pattern")
 
     def _install(self, vas: np.ndarray, vals: np.ndarray, level: int, asid: int) -> None:
-        root = self.roots[asid]
+        root = self._root(asid)
         pae = self.kind != "ept" and self.role.mode is PagingMode.PAE
         table_flags = EPT_TABLE if self.kind == "ept" else B.PT_PRESENT | B.PT_WRITABLE | B.PT_USER
         top_flags = B.PT_PRESENT if pae else table_flags
@@ -399,7 +408,7 @@ class Mmu:
         size = int(size)
         if size <= 0 or va % 4096 or size % 4096:
             raise MmuError(f"{what}({va:#x}, {size:#x}): address and size must be 4 KiB multiples")
-        st, at, pages = K.update_leaves(self._ram, self.ram_base, self.roots[asid], va, va + size,
+        st, at, pages = K.update_leaves(self._ram, self.ram_base, self._root(asid), va, va + size,
                                         self._top, self._pte, self._bits, self._addr_mask,
                                         self.kind != "ept" and self.role.mode is PagingMode.PAE,
                                         np.int64(np.uint64(and_mask & (2**64 - 1)).view(np.int64)),
@@ -456,7 +465,7 @@ class Mmu:
         va = self._norm_va(va)
         if not 1 <= level <= self._top:
             raise MmuError(f"level must be 1..{self._top}")
-        table = self.roots[asid]
+        table = self._root(asid)
         for lvl in range(self._top, level - 1, -1):
             shift = 12 + (lvl - 1) * self._bits
             ea = table + ((va >> shift) & ((1 << self._bits) - 1)) * self._pte
@@ -496,7 +505,7 @@ class Mmu:
         """The four PAE PDPTEs of an address space as they are in memory."""
         if self.kind == "ept" or self.role.mode is not PagingMode.PAE:
             raise MmuError("PDPTEs exist only in PAE paging")
-        root = self.roots[asid]
+        root = self._root(asid)
         return np.array([self.mem.read_u64(root + 8 * i) for i in range(4)], dtype=np.uint64)
 
     # -- walking what was built -----------------------------------------------------------------
