@@ -23,7 +23,7 @@ tag only; PTE caches (tagged by the entry's physical address) carry none.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, pjit, prange
+from ._jit import jit, jit_nrt_free, jit_walker, pjit, prange
 
 # structure roles
 R_L1, R_L2, R_PSC, R_PTE, R_NTLB, R_TPSC = 0, 1, 2, 3, 4, 5
@@ -95,7 +95,7 @@ def _shift(code):
     return 30
 
 
-@jit_nrt_free
+@jit_walker
 def lookup(geom, st, sid, idx, key, ctx, cmask, clk):
     """Find ``key`` (context ``ctx`` under ``cmask``) in the set ``idx`` selects; on a hit
     refresh its LRU stamp. Returns the entry index or -1."""
@@ -109,7 +109,7 @@ def lookup(geom, st, sid, idx, key, ctx, cmask, clk):
     return -1
 
 
-@jit_nrt_free
+@jit_walker
 def insert(geom, st, sid, idx, key, ctx, glob, clk):
     """Fill the least recently used (or an invalid) way of the set ``idx`` selects."""
     ways = geom[sid, G_WAYS]
@@ -127,7 +127,7 @@ def insert(geom, st, sid, idx, key, ctx, glob, clk):
     st[v, 3] = clk[CLK]
 
 
-@jit_nrt_free
+@jit_walker
 def tlb_lookup(geom, st, sid, va, ctx, gmask, clk):
     """Probe a TLB (or nested TLB) for ``va`` at every page size it holds. A global entry
     matches any PCID (``gmask`` = the context bits it must still match). Returns
@@ -298,7 +298,7 @@ def apply_event(geom, st, plan, kind, op, tag, pcid, vpid, eptp):
     return pcid, vpid, eptp
 
 
-@jit_nrt_free
+@jit_walker
 def _read_entry(geom, st, plan, ea, clk):
     """One paging-structure entry read: 1 if it goes to memory, 0 if the PTE cache has it."""
     sid = plan[P_PTE]
@@ -311,7 +311,7 @@ def _read_entry(geom, st, plan, ea, clk):
     return 1
 
 
-@jit_nrt_free
+@jit_walker
 def _tdp_translate(geom, st, plan, gpa, ttr, i, row, ectx, clk, acc):
     """GPA → HPA for one guest table access (``row`` = guest level - 1) or the final GPA
     (row 5): the nested TLB, else a TDP walk that may start below a TDP paging-structure-
@@ -357,7 +357,7 @@ def _tdp_translate(geom, st, plan, gpa, ttr, i, row, ectx, clk, acc):
     return hit_level
 
 
-@jit_nrt_free
+@jit_walker
 def _access(geom, st, plan, i, va, shift, glob, leaf, tra, gpa, ttr, nested, ctx, clk, acc):
     """One successful translation through the caches; fills ``acc`` (the output row)."""
     for c in range(O_COLS):
