@@ -155,10 +155,10 @@ class PageWalk:
         cr3s = [cr3] if np.ndim(cr3) == 0 else list(cr3)
         if not cr3s:
             raise ValueError("cr3 must name at least one root")
-        for c in cr3s:
-            if not 0 <= int(c) < 1 << 64:
+        for c in cr3s:                       # unsigned, or two's complement (int64 arrays)
+            if not -(1 << 63) <= int(c) < 1 << 64:
                 raise ValueError(f"root {int(c):#x} does not fit a 64-bit register")
-        self.cr3 = [int(c) for c in cr3s]
+        self.cr3 = [int(c) & (2**64 - 1) for c in cr3s]
         if isinstance(role, (EptRole, NptRole)):
             self._init_tdp(role, pdptes, tdp)
             return

@@ -6,6 +6,14 @@ from ._jit import jit
 
 
 @jit
+def _digit(addr, asid, j, p, passes, shift_lo):
+    """Radix digit ``p`` of access ``j``: 12 address bits, or the address space last."""
+    if p < passes:
+        return (addr[j] >> (shift_lo + 12 * p)) & 4095
+    return asid[j] & 4095
+
+
+@jit
 def page_order(addr, asid, shift_lo, nbits, perm, tmp):
     """Stable LSD radix argsort of ``(asid, addr >> shift_lo)`` on ``nbits`` bits of the
     address (12-bit digits), written into ``perm`` (``tmp`` is scratch of the same size).
@@ -23,12 +31,7 @@ def page_order(addr, asid, shift_lo, nbits, perm, tmp):
         for b in range(4096):
             counts[b] = 0
         for i in range(n):
-            j = src[i]
-            if p < passes:
-                key = (addr[j] >> (shift_lo + 12 * p)) & 4095
-            else:
-                key = asid[j] & 4095
-            counts[key] += 1
+            counts[_digit(addr, asid, src[i], p, passes, shift_lo)] += 1
         t = 0
         for b in range(4096):
             c = counts[b]
@@ -36,10 +39,7 @@ def page_order(addr, asid, shift_lo, nbits, perm, tmp):
             t += c
         for i in range(n):
             j = src[i]
-            if p < passes:
-                key = (addr[j] >> (shift_lo + 12 * p)) & 4095
-            else:
-                key = asid[j] & 4095
+            key = _digit(addr, asid, j, p, passes, shift_lo)
             dst[counts[key]] = j
             counts[key] += 1
         src, dst = dst, src
