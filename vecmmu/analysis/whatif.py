@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..access import as_accesses
+from ..access import ACCESS_DTYPE, as_accesses
 from ..bits import FAULT_NAMES, Fault
 from ..format import FMT_PFERR_FETCH, PageFormat, pkru_bitmask
 from ..kernels import decide as KD
@@ -173,13 +173,22 @@ def _walk_key(walker, v: Variant):
     return cpu, tdp
 
 
+_REC_COLS = [c for c in COLUMNS if c not in ("access", "part")]
+_REC_COLS += [c for c in NESTED_COLS if c not in _REC_COLS]
+_FLAG_OFFSETS = tuple(ACCESS_DTYPE.fields[f][1] for f in ("kind", "user", "ac", "implicit"))
+_ONE_U1 = np.zeros(1, np.uint8)
+_ONE_I8 = np.zeros(1, np.int64)
+
+
 class WalkRecord:
     """One permissive walk of a batch under one set of walk-changing settings.
 
-    ``cols``: the walk's result columns; ``rec``: the (n, 18) int64 record the decision
-    kernel reads; ``table_pages``: the guest-table GPAs (>> 12) the batch's walks read
-    (only collected for 2-D walks when overlays ask for it); ``walker``: the permissive
-    walker; ``seconds``: the walk's time."""
+    ``cols``: the walk's result columns (as the walk made them: no copies; ``access`` and
+    ``part`` only when an access crossed a page); ``table_pages``: the guest-table GPAs
+    (>> 12) the batch's walks read (only collected for 2-D walks when overlays ask for
+    it); ``walker``: the walker; ``seconds``: the walk's time. :meth:`decide` hands the
+    few narrow columns a class decision needs straight to the kernel; :attr:`rec`, the
+    (18, n) int64 matrix a full result needs, is built on first use."""
 
     def __init__(self, walker, acc, *, collect_tables: bool = False, chunk: int = 1 << 16,
                  threads=None):
@@ -201,27 +210,82 @@ class WalkRecord:
                 parts.append(c)
                 ta = r.trace_addr
                 pages.append(np.unique(ta[ta >= 0] >> 12))
-            self.cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else \
-                self.walker_permissive.translate(acc).columns()
+            if parts:
+                self.cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            else:
+                self.cols = self.walker_permissive.translate(acc).columns()
             self.table_pages = np.unique(np.concatenate(pages)) if pages else np.zeros(0, np.int64)
         else:
-            self.cols = self.walker_permissive.translate(acc, threads=threads).columns()
+            r = self.walker_permissive.translate(acc, threads=threads)
+            self.cols = {k: getattr(r, k) for k in _REC_COLS if _has(r, k)}
+            if len(r) != acc.shape[0]:
+                self.cols["access"], self.cols["part"] = r.access, r.part
         self.seconds = time.perf_counter() - t0
-        n = len(self.cols["addr"])
-        rec = np.empty((KD.N_REC, n), np.int64)
-        for j, name in enumerate(NESTED_COLS):
-            if name in self.cols:
-                c = self.cols[name]
-                rec[j] = c.view(np.int64) if c.dtype == np.uint64 else c
-            else:
-                rec[j] = 0
-        self.rec = rec
-        idx = self.cols["access"]
-        self.kind = np.ascontiguousarray(self.cols["kind"])
-        self.user = np.ascontiguousarray(self.cols["user"])
-        self.ac = np.ascontiguousarray(acc["ac"][idx])
-        self.implicit = np.ascontiguousarray(acc["implicit"][idx])
+        self.n = len(self.cols["addr"])
+        self.nested = "stage" in self.cols
         self.acc = acc
+        split = "access" in self.cols and self.n != acc.shape[0]
+        # the batch rows behind the record rows, as bytes (kind, user, ac, implicit inside)
+        rows = acc[self.cols["access"]] if split else np.ascontiguousarray(acc)
+        self.acc_bytes = rows.view(np.uint8).reshape(self.n, ACCESS_DTYPE.itemsize)
+        self._rows = rows
+        self._rec = None
+
+    @property
+    def access(self) -> np.ndarray:
+        a = self.cols.get("access")
+        return np.arange(self.n, dtype=np.int64) if a is None else a
+
+    @property
+    def kind(self):
+        return np.ascontiguousarray(self._rows["kind"])
+
+    @property
+    def user(self):
+        return np.ascontiguousarray(self._rows["user"])
+
+    @property
+    def ac(self):
+        return np.ascontiguousarray(self._rows["ac"])
+
+    @property
+    def implicit(self):
+        return np.ascontiguousarray(self._rows["implicit"])
+
+    @property
+    def rec(self) -> np.ndarray:
+        """The (18, n) int64 record :func:`vecmmu.kernels.decide.decide_full` reads."""
+        if self._rec is None:
+            rec = np.empty((KD.N_REC, self.n), np.int64)
+            for j, name in enumerate(NESTED_COLS):
+                if name in self.cols:
+                    c = self.cols[name]
+                    rec[j] = c.view(np.int64) if c.dtype == np.uint64 else c
+                else:
+                    rec[j] = 0
+            self._rec = rec
+        return self._rec
+
+    def decide(self, vps, perms, tperms, ov, kcols, fault, stage, write_stage):
+        """Class (and stage) of every row under the variants ``vps``, into the columns
+        ``kcols`` of ``fault`` / ``stage``."""
+        c = self.cols
+        if self.nested:
+            extra = (c["stage"], c["leaf_level"], c["acc"], c["pkey"], c["fault_level"],
+                     c["gpa"].view(np.int64), c["tdp_page_shift"], c["tdp_acc"])
+        else:
+            extra = (_ONE_U1, c["leaf_level"], c["acc"], c["pkey"], _ONE_U1, _ONE_I8, _ONE_U1,
+                     _ONE_U1)
+        KD.decide_sweep(c["fault"], *extra, self.acc_bytes, *_FLAG_OFFSETS, self.nested,
+                        vps, perms, tperms, ov, kcols, fault, stage, write_stage)
+
+
+def _has(r, name) -> bool:
+    try:
+        getattr(r, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _pdpte_regs(walker) -> bool:
@@ -249,12 +313,17 @@ class WhatIf:
         self.stage = stage                 # (n, K) u1 stages
         self.plan = plan
         base = records[assign[0][0]]
+        self._base = base
         self.addr = base.cols["addr"]
-        self.access_index = base.cols["access"]
         self.kind = base.cols["kind"]
         self.user = base.cols["user"]
         self.gpa = base.cols.get("gpa")
         self.nested = walker.tdp is not None
+
+    @property
+    def access_index(self) -> np.ndarray:
+        """The batch index of every row (rows = accesses unless an access crossed a page)."""
+        return self._base.access
 
     @property
     def baseline(self) -> str:
@@ -350,11 +419,12 @@ class WhatIf:
         rk, v = self._assign[k]
         R = self._records[rk]
         p = self.plan[variant]
-        out = np.empty((R.rec.shape[1], KD.N_REC), np.int64)
-        need = np.empty(R.rec.shape[1], np.int8)
+        out = np.empty((R.n, KD.N_REC), np.int64)
+        need = np.empty(R.n, np.int8)
         KD.decide_full(R.rec, R.kind, R.user, R.ac, R.implicit, p["vp"], p["perms"], p["tperms"],
                        p["ov"], out, need)
-        cols = {k2: R.cols[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")}
+        cols = {k2: R.cols[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")
+                if k2 in R.cols}
         names = NESTED_COLS if self.nested else [c for c in COLUMNS if c in NESTED_COLS]
         from ..walk import _typed
         for name in names:
@@ -362,7 +432,7 @@ class WhatIf:
         rew = np.flatnonzero(need == KD.NEED_REWALK)
         if rew.size:
             w = p["walker"]
-            sel = R.acc[cols["access"][rew]]
+            sel = R.acc[R.access[rew]]
             sel["addr"] = R.cols["addr"][rew]
             sel["size"] = 1
             if v.ac is not None:
@@ -480,25 +550,24 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
         perms.append(p["perms"])
         tperms.append(p["tperms"])
         lo += s.shape[0]
-    ov_all = np.concatenate(segs) if lo else np.zeros((1, 3), np.int64)
+    ov_all = np.ascontiguousarray(np.concatenate(segs)) if lo else np.zeros((1, 3), np.int64)
     base = records[assign[0][0]]
-    n = base.rec.shape[1]
-    fault = np.empty((n, len(vs)), np.uint8)
-    stage = np.empty((n, len(vs)), np.uint8)
+    n = base.n
+    K = len(vs)
+    fault = np.empty((n, K), np.uint8)
+    nested = walker.tdp is not None
+    # a 1-D walk has no stages: the stage matrix stays untouched zero pages
+    stage = np.empty((n, K), np.uint8) if nested else np.zeros((n, K), np.uint8)
     t0 = time.perf_counter()
     # variants that share a record are decided together (one pass over the record)
     for key in dict.fromkeys(k for k, _ in assign):
         ks = [j for j, (k2, _) in enumerate(assign) if k2 == key]
         R = records[key]
-        if R.rec.shape[1] != n:
+        if R.n != n:
             raise RuntimeError("records differ in length (page-crossing splits differ)")
-        f = np.empty((n, len(ks)), np.uint8)
-        s = np.empty((n, len(ks)), np.uint8)
-        KD.decide_matrix(R.rec, R.kind, R.user, R.ac, R.implicit, np.stack([vps[j] for j in ks]),
-                         np.stack([perms[j] for j in ks]), np.stack([tperms[j] for j in ks]),
-                         np.ascontiguousarray(ov_all), f, s)
-        fault[:, ks] = f
-        stage[:, ks] = s
+        R.decide(np.stack([vps[j] for j in ks]), np.stack([perms[j] for j in ks]),
+                 np.stack([tperms[j] for j in ks]), ov_all, np.asarray(ks, np.int64),
+                 fault, stage, nested)
     decide_s = time.perf_counter() - t0
     wi = WhatIf(walker, acc, vs, records, assign, fault, stage, plan)
     wi.timing = {"walks": len(records), "walk_seconds": sum(r.seconds for r in records.values()),

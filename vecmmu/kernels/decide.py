@@ -8,9 +8,11 @@ GPA's translation. :func:`decide_row` is KVM's ``permission_fault`` on the guest
 followed by the final-GPA EPT check with a permission *overlay* AND-ed in like one more
 EPT level (see :mod:`vecmmu.analysis.overlay`).
 
-Record columns arrive as one int64 matrix ``rec`` (18, n), one row per column of
+The sweep's hot path, :func:`decide_sweep`, reads only the record columns a class
+decision needs, each in its own narrow dtype, and writes a u1 class matrix. A full result
+(:func:`decide_full`) reads one int64 matrix ``rec`` (18, n), one row per column of
 :data:`vecmmu.kernels.tdp_walk.NESTED_COLS` (a 1-D record fills the nested-only columns
-with 0). Variant parameters are one int64 row of :data:`VP_*` fields plus a u16
+with 0), built only when a variant's full result is asked for. Variant parameters are one int64 row of :data:`VP_*` fields plus a u16
 permission-table row and the variant's overlay segments.
 """
 import numpy as np
@@ -217,45 +219,15 @@ def _bad_pattern(tacc, mbec, execonly):
 
 
 @jit_walker
-def decide_class(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi, ov):
-    """Only the fault class and stage of :func:`decide_row` (the sweep's hot path; the
-    tests compare both paths with re-walks)."""
-    f = rec[R_FAULT, i]
-    st = rec[R_STAGE, i]
-    leaf = rec[R_LEAF, i]
-    if leaf == 0:
-        return f, st
-    write = kind == 1
-    fetch = kind == 2
-    pfec = np.int64(0)
-    if write:
-        pfec |= PF_W
-    if user != 0 and implicit == 0:
-        pfec |= PF_U
-    if fetch:
-        pfec |= PF_FETCH
-    acc = rec[R_ACC, i]
-    a = ac != 0
-    if vp[VP_AC] >= 0:
-        a = vp[VP_AC] != 0
-    not_smap = a and implicit == 0
-    fault = (np.int64(perms[(pfec + (np.int64(not_smap) << 3)) >> 1]) >> acc) & 1
-    pkru_mask = vp[VP_PKRU_MASK]
-    if pkru_mask != 0:
-        pk = (vp[VP_PKRU] >> (rec[R_PKEY, i] * 2)) & 3
-        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
-        if pk != 0:
-            fault = 1
-    nested = vp[VP_TROOT] != 0
-    if fault != 0:
-        return np.int64(F_PF), np.int64(1 if nested else 0)
-    if not nested or ov_hi <= ov_lo:
-        return f, st
-    final_ok = f == F_NONE or (st == 3 and rec[R_FLEVEL, i] == 0) or (st == 2)
-    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and rec[R_TSHIFT, i] > 0
+def overlay_class(f, st, flevel, tshift, tacc_rec, gpa, acc, write, fetch, tflags, tperms, ov,
+                  ov_lo, ov_hi):
+    """Fault class and stage after the final GPA's EPT check with the overlay segments
+    ``ov[ov_lo:ov_hi]`` AND-ed in (the class-only tail of :func:`decide_row`), for a row
+    whose guest rights allow the access; ``f``, ``st`` are the record's class and stage."""
+    final_ok = f == F_NONE or (st == 3 and flevel == 0) or (st == 2)
+    viol_at_leaf = st == 3 and f == F_EPT_VIOLATION and tshift > 0
     if not (final_ok or viol_at_leaf):
         return f, st
-    gpa = rec[R_GPA, i]
     lo = ov_lo
     hi = ov_hi
     while lo < hi:
@@ -266,9 +238,8 @@ def decide_class(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_
             hi = mid
     if lo >= ov_hi or ov[lo, 0] > gpa:
         return f, st
-    tflags = vp[VP_TFLAGS]
     mbec = (tflags & FMT_MBEC) != 0
-    tacc = rec[R_TACC, i] & ov[lo, 2]
+    tacc = tacc_rec & ov[lo, 2]
     present = (tacc & 11) != 0 or (mbec and (tacc & 4) != 0)
     if present and _bad_pattern(tacc, mbec, (tflags & FMT_EXECONLY) != 0):
         return np.int64(F_OVERLAY_MISCONFIG), np.int64(3)
@@ -289,31 +260,74 @@ def decide_class(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_
 
 
 @pjit
-def decide_matrix(rec, kind, user, ac, implicit, vps, perms, tperms, ov, o_fault, o_stage):
-    """Fault class and stage of every row under every variant: ``o_fault[i, k]``.
+def decide_sweep(fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb, o_kind, o_user,
+                 o_ac, o_imp, nested, vps, perms, tperms, ov, kcols, o_fault, o_stage,
+                 write_stage):
+    """Fault class (and stage) of every record row under every variant of one record.
 
-    ``vps`` (K, N_VP), ``perms``/``tperms`` (K, 16) u16, ``ov`` (S, 3) int64 segments
-    ``(start, end, acc_mask)`` of all variants (variant k owns rows
-    ``vps[k, VP_OV_LO]:vps[k, VP_OV_HI]``). About one table lookup per row and variant.
+    The record arrives as its own narrow columns (u1 ``fault``, ``leaf``, ``acc``,
+    ``pkey``; for 2-D records also u1 ``stage``, ``flevel``, ``tshift``, ``tacc`` and i8
+    ``gpa``; 1-D records pass 1-element dummies for those and ``nested=False``). The
+    access flags are read from the batch's bytes: ``accb`` (n, itemsize) u1 with the
+    byte offsets of kind, user, ac and implicit. ``vps`` (K, N_VP), ``perms``/``tperms``
+    (K, 16) u16, ``ov`` (S, 3) int64 overlay segments ``(start, end, acc_mask)`` of all
+    variants (variant k owns rows ``vps[k, VP_OV_LO]:vps[k, VP_OV_HI]``). Variant k
+    writes column ``kcols[k]`` of ``o_fault`` (n, K_all) (and of ``o_stage`` when
+    ``write_stage``). A prange over rows; the variants are the inner loop, so each row's
+    record is read once and its K classes are written side by side.
     """
-    n = rec.shape[1]
+    n = fault.shape[0]
     nk = vps.shape[0]
-    chunk = 4096
-    nchunks = (n + chunk - 1) // chunk
-    for c in prange(nchunks):
-        lo = c * chunk
-        hi = min(n, lo + chunk)
+    for i in prange(n):
+        f = np.int64(fault[i])
+        st = np.int64(stage[i]) if nested else np.int64(0)
+        if leaf[i] == 0:               # the guest walk stopped before its leaf: settings-free
+            for k in range(nk):
+                o_fault[i, kcols[k]] = f
+            if write_stage:
+                for k in range(nk):
+                    o_stage[i, kcols[k]] = st
+            continue
+        kind = accb[i, o_kind]
+        write = kind == 1
+        fetch = kind == 2
+        pfec = np.int64(0)
+        if write:
+            pfec |= PF_W
+        if accb[i, o_user] != 0 and accb[i, o_imp] == 0:
+            pfec |= PF_U
+        if fetch:
+            pfec |= PF_FETCH
+        row0 = pfec >> 1                                       # AC=0 (or implicit)
+        row1 = (pfec + (np.int64(accb[i, o_imp] == 0) << 3)) >> 1   # AC=1
+        rowt = row1 if accb[i, o_ac] != 0 else row0           # the trace's AC
+        a = np.int64(acc[i])
+        pk_shift = np.int64(pkey[i]) * 2
+        pkm_shift = (pfec & ~np.int64(1)) + ((a & 4) << 1)
         for k in range(nk):
-            vp = vps[k]
-            p = perms[k]
-            tp = tperms[k]
-            olo = vp[VP_OV_LO]
-            ohi = vp[VP_OV_HI]
-            for i in range(lo, hi):
-                f, st = decide_class(rec, i, kind[i], user[i], ac[i], implicit[i], vp, p, tp,
-                                     olo, ohi, ov)
-                o_fault[i, k] = f
-                o_stage[i, k] = st
+            vac = vps[k, VP_AC]
+            row = rowt if vac < 0 else (row1 if vac != 0 else row0)
+            flt = (np.int64(perms[k, row]) >> a) & 1
+            pm = vps[k, VP_PKRU_MASK]
+            if pm != 0:
+                if ((vps[k, VP_PKRU] >> pk_shift) & 3 & (pm >> pkm_shift)) != 0:
+                    flt = 1
+            if flt != 0:
+                of = np.int64(F_PF)
+                os = np.int64(1) if nested else np.int64(0)
+            else:
+                of = f
+                os = st
+                olo = vps[k, VP_OV_LO]
+                ohi = vps[k, VP_OV_HI]
+                if nested and ohi > olo:
+                    of, os = overlay_class(f, st, np.int64(flevel[i]), np.int64(tshift[i]),
+                                           np.int64(tacc[i]), gpa[i], a, write, fetch,
+                                           vps[k, VP_TFLAGS], tperms[k], ov, olo, ohi)
+            c = kcols[k]
+            o_fault[i, c] = of
+            if write_stage:
+                o_stage[i, c] = os
 
 
 @pjit
