@@ -138,3 +138,24 @@ def test_bad_role_inputs():
         CpuRole.for_mode("6level")
     with pytest.raises(ValueError, match="semantics"):
         PageFormat.for_cpu(CpuRole.for_mode("4level"), "qemu")
+
+
+def test_formats_are_data_not_code():
+    """Changing the role (WP, SMEP, SMAP, NXE, PKE, MAXPHYADDR, mode) never compiles a new
+    kernel: formats reach the kernels as arrays and a tuple of int64."""
+    from vecmmu import Mmu
+    from vecmmu.kernels import cpu_walk as K
+    seen = None
+    for kw in (dict(), dict(wp=False), dict(smep=True, smap=True), dict(nxe=False),
+               dict(pke=True, maxphyaddr=40), dict(gbpages=False, vendor="amd")):
+        mmu = Mmu(CpuRole.for_mode("4level", **kw), ram_size=1 << 22)
+        mmu.map(0x1000, 0x1000)
+        mmu.walker().translate(np.array([0x1000, 0x2000], dtype=np.uint64), [0, 1])
+        n = len(K.cpu_translate.signatures)
+        seen = n if seen is None else seen
+        assert n == seen, kw
+    for mode in ("32bit", "pae", "5level"):
+        mmu = Mmu(CpuRole.for_mode(mode), ram_size=1 << 22)
+        mmu.map(0x1000, 0x1000)
+        mmu.walker().translate(np.array([0x1000], dtype=np.uint64))
+        assert len(K.cpu_translate.signatures) == seen, mode

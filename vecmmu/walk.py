@@ -302,7 +302,8 @@ class PageWalk:
         ``order`` (cpu_walk without A/D): "input" walks accesses as given; "grouped" walks
         each chunk sorted by (address space, page) — a radix sort, so tables much larger
         than cache are read in ascending order — and still returns results in input
-        order. It pays on large scattered tables; on cache-resident ones it costs the sort.
+        order. It pays only on tables far larger than cache (measured 1.4-1.8x on 1 M
+        scattered pages); on smaller ones the scattered result writes cost more (0.5x).
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -395,8 +396,10 @@ class PageWalk:
             cols[k] = np.empty(n, dt)
         memt = _mem_tuple(self.mem)
         params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
-        fields = [cols["addr"].view(np.int64)] + [sel[k] for k in ("kind", "user", "ac", "implicit",
-                                                                     "stack")]
+        # always the batch's own field views (one kernel signature for every mode: the
+        # kernel truncates 32-bit linear addresses itself)
+        fields = [sel[k] for k in ("addr", "kind", "user", "ac", "implicit", "stack")]
+        fields[0] = fields[0].view(np.int64)
         out_names = ("gpa", "fault", "error_code", "fault_level", "entry_addr", "entry_value",
                      "leaf_level", "page_shift", "acc", "pkey", "refs")
         outs = [cols[k].view(np.int64) if cols[k].dtype == np.uint64 else cols[k] for k in out_names]
