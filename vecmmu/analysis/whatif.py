@@ -173,63 +173,89 @@ def _walk_key(walker, v: Variant):
     return cpu, tdp
 
 
-_REC_COLS = [c for c in COLUMNS if c not in ("access", "part")]
-_REC_COLS += [c for c in NESTED_COLS if c not in _REC_COLS]
+_NARROW_1D = ("fault", "leaf_level", "acc", "pkey")
+_NARROW_2D = _NARROW_1D + ("stage", "fault_level", "gpa", "tdp_page_shift", "tdp_acc")
 _FLAG_OFFSETS = tuple(ACCESS_DTYPE.fields[f][1] for f in ("kind", "user", "ac", "implicit"))
 _ONE_U1 = np.zeros(1, np.uint8)
 _ONE_I8 = np.zeros(1, np.int64)
+RECORD_CHUNK = 1 << 18
 
 
 class WalkRecord:
     """One permissive walk of a batch under one set of walk-changing settings.
 
-    ``cols``: the walk's result columns (as the walk made them: no copies; ``access`` and
-    ``part`` only when an access crossed a page); ``table_pages``: the guest-table GPAs
-    (>> 12) the batch's walks read (only collected for 2-D walks when overlays ask for
-    it); ``walker``: the walker; ``seconds``: the walk's time. :meth:`decide` hands the
-    few narrow columns a class decision needs straight to the kernel; :attr:`rec`, the
-    (18, n) int64 matrix a full result needs, is built on first use."""
+    The walk runs in chunks of ``chunk`` accesses and keeps only the narrow columns a class
+    decision needs (``cols``: u1 fault, leaf_level, acc, pkey; for 2-D walks also stage,
+    fault_level, tdp_page_shift, tdp_acc and u8 gpa), so memory is one chunk's full result
+    plus a few bytes per access, and the chunk's buffers are reused. :meth:`full` (every
+    column, one more walk) and :attr:`rec` (the (18, n) int64 matrix of
+    :func:`vecmmu.kernels.decide.decide_full`) are made only when a variant's full result
+    is asked for. ``table_pages``: the guest-table GPAs (>> 12) the batch's walks read
+    (only collected for 2-D walks when overlays ask for it); ``seconds``: the walk's time."""
 
-    def __init__(self, walker, acc, *, collect_tables: bool = False, chunk: int = 1 << 16,
+    def __init__(self, walker, acc, *, collect_tables: bool = False, chunk: int = RECORD_CHUNK,
                  threads=None):
         self.walker = walker
+        self.threads = threads
         role = walker.role
         prole = _replace_role(role, wp=False, smep=False, smap=False, pke=False)
         from ..walk import PageWalk
         self.walker_permissive = PageWalk(prole, walker.mem, walker.cr3,
                                           pdptes=walker.pdptes if _pdpte_regs(walker) else None,
                                           semantics=walker.semantics, pkru=0, tdp=walker.tdp)
+        self.nested = walker.tdp is not None
+        collect = collect_tables and self.nested
+        names = _NARROW_2D if self.nested else _NARROW_1D
         t0 = time.perf_counter()
-        self.table_pages = None
-        if collect_tables and walker.tdp is not None:
-            parts, pages = [], []
-            for lo in range(0, acc.shape[0], chunk):
-                r = self.walker_permissive.translate(acc[lo:lo + chunk], trace=True, threads=threads)
-                c = r.columns()
-                c["access"] = c["access"] + lo
-                parts.append(c)
+        parts: dict = {k: [] for k in names + ("addr", "access", "part")}
+        pages = []
+        addr_views = True            # every row's address is the batch's own (no copy kept)
+        split = False
+        n_in = acc.shape[0]
+        chunk = min(int(chunk), 1 << 16) if collect else int(chunk)    # traces are wide
+        starts = range(0, max(n_in, 1), chunk)
+        for lo in starts:
+            a = acc[lo:lo + chunk]
+            r = self.walker_permissive.translate(a, trace=collect, threads=threads)
+            for k in names:
+                parts[k].append(getattr(r, k))
+            ra = r.addr
+            if len(r) != a.shape[0]:
+                split = True
+                parts["access"].append(r.access + lo)
+                parts["part"].append(r.part)
+            else:
+                parts["access"].append(None)
+                parts["part"].append(None)
+            own = len(r) == a.shape[0] and np.may_share_memory(ra, a)
+            addr_views &= own
+            parts["addr"].append(None if own else np.array(ra))
+            if collect:
                 ta = r.trace_addr
                 pages.append(np.unique(ta[ta >= 0] >> 12))
-            if parts:
-                self.cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            else:
-                self.cols = self.walker_permissive.translate(acc).columns()
-            self.table_pages = np.unique(np.concatenate(pages)) if pages else np.zeros(0, np.int64)
+            del r, ra
+        self.cols = {k: _cat(parts[k]) for k in names}
+        if split:
+            self.cols["access"] = _cat([x if x is not None else np.arange(lo, min(lo + chunk, n_in))
+                                        for lo, x in zip(starts, parts["access"])])
+            self.cols["part"] = _cat([x if x is not None else np.zeros(min(chunk, n_in - lo), np.uint8)
+                                      for lo, x in zip(starts, parts["part"])])
+        if addr_views:
+            self.cols["addr"] = acc["addr"]
         else:
-            r = self.walker_permissive.translate(acc, threads=threads)
-            self.cols = {k: getattr(r, k) for k in _REC_COLS if _has(r, k)}
-            if len(r) != acc.shape[0]:
-                self.cols["access"], self.cols["part"] = r.access, r.part
+            self.cols["addr"] = _cat([x if x is not None else np.array(acc["addr"][lo:lo + chunk])
+                                      for lo, x in zip(starts, parts["addr"])])
+        self.table_pages = (np.unique(np.concatenate(pages)) if pages else np.zeros(0, np.int64)) \
+            if collect else None
         self.seconds = time.perf_counter() - t0
-        self.n = len(self.cols["addr"])
-        self.nested = "stage" in self.cols
+        self.n = len(self.cols["fault"])
         self.acc = acc
-        split = "access" in self.cols and self.n != acc.shape[0]
         # the batch rows behind the record rows, as bytes (kind, user, ac, implicit inside)
         rows = acc[self.cols["access"]] if split else np.ascontiguousarray(acc)
+        self.rows = rows
         self.acc_bytes = rows.view(np.uint8).reshape(self.n, ACCESS_DTYPE.itemsize)
-        self._rows = rows
         self._rec = None
+        self._full = None
 
     @property
     def access(self) -> np.ndarray:
@@ -237,34 +263,33 @@ class WalkRecord:
         return np.arange(self.n, dtype=np.int64) if a is None else a
 
     @property
-    def kind(self):
-        return np.ascontiguousarray(self._rows["kind"])
+    def addr(self) -> np.ndarray:
+        return self.cols["addr"]
 
-    @property
-    def user(self):
-        return np.ascontiguousarray(self._rows["user"])
-
-    @property
-    def ac(self):
-        return np.ascontiguousarray(self._rows["ac"])
-
-    @property
-    def implicit(self):
-        return np.ascontiguousarray(self._rows["implicit"])
+    def full(self) -> dict:
+        """Every result column of the permissive walk (walked again, once, on first use)."""
+        if self._full is None:
+            self._full = self.walker_permissive.translate(self.acc, threads=self.threads).columns()
+        return self._full
 
     @property
     def rec(self) -> np.ndarray:
         """The (18, n) int64 record :func:`vecmmu.kernels.decide.decide_full` reads."""
         if self._rec is None:
+            cols = self.full()
             rec = np.empty((KD.N_REC, self.n), np.int64)
             for j, name in enumerate(NESTED_COLS):
-                if name in self.cols:
-                    c = self.cols[name]
+                if name in cols:
+                    c = cols[name]
                     rec[j] = c.view(np.int64) if c.dtype == np.uint64 else c
                 else:
                     rec[j] = 0
             self._rec = rec
         return self._rec
+
+    def flags(self, name) -> np.ndarray:
+        """A contiguous copy of one access field per record row (kind, user, ac, implicit)."""
+        return np.ascontiguousarray(self.rows[name])
 
     def decide(self, vps, perms, tperms, ov, kcols, fault, stage, write_stage):
         """Class (and stage) of every row under the variants ``vps``, into the columns
@@ -278,6 +303,11 @@ class WalkRecord:
                      _ONE_U1)
         KD.decide_sweep(c["fault"], *extra, self.acc_bytes, *_FLAG_OFFSETS, self.nested,
                         vps, perms, tperms, ov, kcols, fault, stage, write_stage)
+
+
+def _cat(arrays):
+    arrays = list(arrays)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _has(r, name) -> bool:
@@ -314,9 +344,9 @@ class WhatIf:
         self.plan = plan
         base = records[assign[0][0]]
         self._base = base
-        self.addr = base.cols["addr"]
-        self.kind = base.cols["kind"]
-        self.user = base.cols["user"]
+        self.addr = base.addr
+        self.kind = base.rows["kind"]
+        self.user = base.rows["user"]
         self.gpa = base.cols.get("gpa")
         self.nested = walker.tdp is not None
 
@@ -421,10 +451,11 @@ class WhatIf:
         p = self.plan[variant]
         out = np.empty((R.n, KD.N_REC), np.int64)
         need = np.empty(R.n, np.int8)
-        KD.decide_full(R.rec, R.kind, R.user, R.ac, R.implicit, p["vp"], p["perms"], p["tperms"],
+        KD.decide_full(R.rec, R.flags("kind"), R.flags("user"), R.flags("ac"),
+                       R.flags("implicit"), p["vp"], p["perms"], p["tperms"],
                        p["ov"], out, need)
-        cols = {k2: R.cols[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")
-                if k2 in R.cols}
+        full = R.full()
+        cols = {k2: full[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")}
         names = NESTED_COLS if self.nested else [c for c in COLUMNS if c in NESTED_COLS]
         from ..walk import _typed
         for name in names:
@@ -433,7 +464,7 @@ class WhatIf:
         if rew.size:
             w = p["walker"]
             sel = R.acc[R.access[rew]]
-            sel["addr"] = R.cols["addr"][rew]
+            sel["addr"] = full["addr"][rew]
             sel["size"] = 1
             if v.ac is not None:
                 sel["ac"] = int(v.ac)
@@ -480,14 +511,15 @@ def _variant_params(R: WalkRecord, v: Variant, ov_lo: int, ov_hi: int, segs_fn):
 
 
 def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
-           force_rewalk: bool = False, **batch_kw) -> WhatIf:
+           force_rewalk: bool = False, chunk: int = RECORD_CHUNK, **batch_kw) -> WhatIf:
     """Run a what-if sweep.
 
     ``walker``: a :class:`~vecmmu.PageWalk` (1-D or 2-D). ``accesses``: an access batch
     (or anything ``PageWalk.translate`` takes, with ``batch_kw``). ``variants``: a list of
     :class:`Variant` (or ``"name:key=value,..."`` strings); unless ``baseline=False`` the
     walker's own configuration is prepended as ``"baseline"``. ``force_rewalk``: walk every
-    variant separately (for tests and benchmarks).
+    variant separately (for tests and benchmarks). ``chunk``: accesses per walk call (a
+    record keeps a few bytes per access; one chunk's full result is the rest).
     """
     acc = as_accesses(accesses, **batch_kw)
     vs = [Variant.parse(v) if isinstance(v, str) else v for v in variants]
@@ -509,7 +541,7 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
     base_key = ((), (), ())
     table_pages = None
     if any_ov:
-        R0 = WalkRecord(walker, acc, collect_tables=True, threads=threads)
+        R0 = WalkRecord(walker, acc, collect_tables=True, threads=threads, chunk=chunk)
         records[base_key] = R0
         table_pages = R0.table_pages
     for i, v in enumerate(vs):
@@ -526,7 +558,7 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
                 w = _walker_for(walker, dict(cpu), dict(tdp), mem=mem)
             elif force_rewalk:
                 w = _walker_for(walker, {}, {})
-            records[key] = WalkRecord(w, acc, threads=threads)
+            records[key] = WalkRecord(w, acc, threads=threads, chunk=chunk)
         assign.append((key, v))
         if cpu or tdp or tab or force_rewalk:
             method = "re-walk" + (" (overlay on guest tables)" if tab else "")
