@@ -64,8 +64,10 @@ class Overlay:
         return ((1 << 64) - 1) & ~drop
 
     def rights(self) -> str:
-        return "".join(c if f else "-" for c, f in zip(("r", "w", "xs", "xu"),
-                                                       (self.r, self.w, self.xs, self.xu)))
+        """The rights kept, ``r-w-xs-xu`` style (as :meth:`Variant.parse` reads them);
+        ``none`` for none."""
+        kept = [c for c, f in zip(("r", "w", "xs", "xu"), (self.r, self.w, self.xs, self.xu)) if f]
+        return "-".join(kept) or "none"
 
     def __str__(self) -> str:
         return f"{self.name + ' ' if self.name else ''}[{int(self.start):#x}, {self.end:#x}) {self.rights()}"
@@ -106,8 +108,13 @@ def touches(overlays, pages: np.ndarray) -> list:
 
 def gpa_ranges(walker, gva: int, size: int, *, asid: int = 0) -> list[tuple[int, int]]:
     """The GPA ranges behind the guest-virtual range ``[gva, gva + size)`` (the guest's
-    own translation of every 4 KiB page, merged; unmapped pages are skipped)."""
+    own translation of every 4 KiB page, merged; unmapped pages are skipped). Pages are
+    looked up with the guest's decision settings relaxed (no SMAP, SMEP, WP or PKRU), so a
+    user page a supervisor read would fault on is still found."""
+    from .whatif import permissive_walker
     pages = np.uint64(int(gva) & ~0xFFF) + np.arange(0, int(size), 4096, dtype=np.uint64)
+    if walker.kind in ("cpu", "nested"):     # the guest's mapping, whatever SMAP/PKRU/... say
+        walker = permissive_walker(walker)
     r = walker.translate(pages, "read", user=False, asid=asid)
     ok = r.has_gpa
     g = (r.gpa[ok] >> np.uint64(12)).astype(np.int64)

@@ -197,12 +197,7 @@ class WalkRecord:
                  threads=None):
         self.walker = walker
         self.threads = threads
-        role = walker.role
-        prole = _replace_role(role, wp=False, smep=False, smap=False, pke=False)
-        from ..walk import PageWalk
-        self.walker_permissive = PageWalk(prole, walker.mem, walker.cr3,
-                                          pdptes=walker.pdptes if _pdpte_regs(walker) else None,
-                                          semantics=walker.semantics, pkru=0, tdp=walker.tdp)
+        self.walker_permissive = permissive_walker(walker)
         self.nested = walker.tdp is not None
         collect = collect_tables and self.nested
         names = _NARROW_2D if self.nested else _NARROW_1D
@@ -316,6 +311,17 @@ def _has(r, name) -> bool:
     except AttributeError:
         return False
     return True
+
+
+def permissive_walker(walker):
+    """``walker`` with the guest's most permissive decision settings (CR0.WP, SMEP, SMAP
+    and PKE off, PKRU 0): an access that faults there faults under every decision-only
+    variant; the walk and the TDP are unchanged."""
+    from ..walk import PageWalk
+    prole = _replace_role(walker.role, wp=False, smep=False, smap=False, pke=False)
+    return PageWalk(prole, walker.mem, walker.cr3,
+                    pdptes=walker.pdptes if _pdpte_regs(walker) else None,
+                    semantics=walker.semantics, pkru=0, tdp=walker.tdp)
 
 
 def _pdpte_regs(walker) -> bool:
