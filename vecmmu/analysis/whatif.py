@@ -26,6 +26,13 @@ guest #PF; the TDP leaf entry behind a new overlay violation) are completed by r
 those rows only when a full result is asked for (:meth:`WhatIf.result`); the matrix and
 the summaries never need them.
 
+Speed: a record is walked in chunks and keeps only the narrow columns above (a few bytes
+per access; 2-D records also the final GPA); the decision kernel
+(:func:`vecmmu.kernels.decide.decide_sweep`) is a prange over accesses with the variants
+in the inner loop, writing the (n, K) u1 fault matrix (and the stage matrix for 2-D
+walks; 1-D walks have no stages, and theirs stays untouched zero pages). A variant's
+full result walks the record's batch once more (every column) and re-decides it.
+
 NPT GMET is treated as walk-changing: it also decides every NPT table access, whose
 rights the record does not keep.
 """
