@@ -18,6 +18,7 @@ permission-table row and the variant's overlay segments.
 import numpy as np
 
 from ._jit import jit_walker, pjit, prange
+from .walkers import access_pfec
 
 # record columns (NESTED_COLS order)
 R_FAULT, R_EC, R_QUAL, R_STAGE, R_FLEVEL, R_GLEVEL, R_EADDR, R_EVAL, R_LEAF, R_SHIFT, R_ACC, \
@@ -67,13 +68,7 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     write = kind == 1
     fetch = kind == 2
     u = user != 0 and implicit == 0
-    pfec = np.int64(0)
-    if write:
-        pfec |= PF_W
-    if u:
-        pfec |= PF_U
-    if fetch:
-        pfec |= PF_FETCH
+    pfec = access_pfec(write, fetch, u)
     ec_acc = pfec & (PF_W | PF_U)
     if fetch and vp[VP_PFERR_FETCH] != 0:
         ec_acc |= PF_FETCH
@@ -151,13 +146,7 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
         tf = F_EPT_VIOLATION
     else:
         um = mbec and (acc & 4) != 0
-        tpfec = np.int64(0)
-        if write:
-            tpfec |= PF_W
-        if um:
-            tpfec |= PF_U
-        if fetch:
-            tpfec |= PF_FETCH
+        tpfec = access_pfec(write, fetch, um)
         if ((np.int64(tperms[tpfec >> 1]) >> tacc) & 1) != 0:
             tf = F_EPT_VIOLATION
         else:
@@ -247,13 +236,7 @@ def overlay_class(f, st, flevel, tshift, tacc_rec, gpa, acc, write, fetch, tflag
         return np.int64(F_EPT_VIOLATION), np.int64(3)
     if viol_at_leaf:
         return f, st
-    tpfec = np.int64(0)
-    if write:
-        tpfec |= PF_W
-    if mbec and (acc & 4) != 0:
-        tpfec |= PF_U
-    if fetch:
-        tpfec |= PF_FETCH
+    tpfec = access_pfec(write, fetch, mbec and (acc & 4) != 0)
     if ((np.int64(tperms[tpfec >> 1]) >> tacc) & 1) != 0:
         return np.int64(F_EPT_VIOLATION), np.int64(3)
     return f, st
@@ -291,13 +274,7 @@ def decide_sweep(fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb,
         kind = accb[i, o_kind]
         write = kind == 1
         fetch = kind == 2
-        pfec = np.int64(0)
-        if write:
-            pfec |= PF_W
-        if accb[i, o_user] != 0 and accb[i, o_imp] == 0:
-            pfec |= PF_U
-        if fetch:
-            pfec |= PF_FETCH
+        pfec = access_pfec(write, fetch, accb[i, o_user] != 0 and accb[i, o_imp] == 0)
         row0 = pfec >> 1                                       # AC=0 (or implicit)
         row1 = (pfec + (np.int64(accb[i, o_imp] == 0) << 3)) >> 1   # AC=1
         rowt = row1 if accb[i, o_ac] != 0 else row0           # the trace's AC

@@ -87,6 +87,21 @@ D_BIT = 1 << 6
 EPT_XU = 1 << 10
 
 
+@jit_walker
+def access_pfec(write, fetch, user):
+    """The W, U and F bits of an access's page-fault error code (the permission-table row
+    is this >> 1). ``user``: a user-mode access (for EPT with MBEC, a user-mode linear
+    address)."""
+    pfec = np.int64(0)
+    if write:
+        pfec |= PF_W
+    if user:
+        pfec |= PF_U
+    if fetch:
+        pfec |= PF_FETCH
+    return pfec
+
+
 @jit
 def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_final, mem,
              do_trace, tr_addr, tr_val, tr_i, tr_row):
@@ -139,13 +154,7 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
         table = pte & addr_mask
         level -= 1
     acc = (prot & 3) | ((prot >> 8) & ACC_USER) | ((prot << 1) & ACC_EXEC)
-    pfec = np.int64(0)
-    if write:
-        pfec |= PF_W
-    if user_mode:
-        pfec |= PF_U
-    if fetch:
-        pfec |= PF_FETCH
+    pfec = access_pfec(write, fetch, user_mode)
     page_shift = 12 + (level - 1) * 9
     if ((np.int64(perms[pfec >> 1]) >> acc) & 1) != 0:
         return (F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, pte, level, page_shift, acc,
@@ -264,13 +273,7 @@ def _make_walk_x86(NESTED):
         fetch = (af & AF_FETCH) != 0
         user = (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0   # implicit accesses are supervisor
         cpl3 = (af & AF_USER) != 0
-        pfec = np.int64(0)
-        if write:
-            pfec |= PF_W
-        if user:
-            pfec |= PF_U
-        if fetch:
-            pfec |= PF_FETCH
+        pfec = access_pfec(write, fetch, user)
         # the error-code bits every #PF of this access carries (I/D only where reported, K5/K7)
         ec_acc = pfec & (PF_W | PF_U)
         if fetch and (fflags & FMT_PFERR_FETCH) != 0:
