@@ -35,12 +35,14 @@ class TraceWarning(UserWarning):
     """Something in an input that was read but skipped or guessed (said in the message)."""
 
 
-def check_path(path) -> Path:
+def check_path(path, what: str = "file") -> Path:
+    """``path`` as a Path, or a clear error if it is missing or a directory (``what``
+    names the kind of file in the message, e.g. "dump file")."""
     p = Path(os.fspath(path))
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
+        raise FileNotFoundError(f"{p}: no such {what}")
     if p.is_dir():
-        raise IsADirectoryError(f"{p}: is a directory, not a file")
+        raise IsADirectoryError(f"{p}: is a directory, not a {what}")
     return p
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..bits import CR0_PG, CR4_PAE, CR4_PCIDE, EFER_LMA, EFER_LME, EFER_NXE
 from ..memory import PhysMem
+from ._files import check_path
 
 __all__ = [
     "CpuState", "Dump", "DumpError", "DumpWarning", "LoadSegment", "Note", "Segment",
@@ -362,12 +363,7 @@ def _unpack_gzip(src: Path, cache_dir) -> Path:
 # -- format detection -------------------------------------------------------------------------
 
 def _check_file(path) -> Path:
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such dump file")
-    if p.is_dir():
-        raise IsADirectoryError(f"{p}: is a directory, not a dump file")
-    return p
+    return check_path(path, "dump file")
 
 
 def _head(p: Path, n: int = 64) -> bytes:
