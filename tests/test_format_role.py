@@ -140,6 +140,8 @@ def test_bad_role_inputs():
         PageFormat.for_cpu(CpuRole.for_mode("4level"), "qemu")
 
 
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
+                    reason="about compiled signatures; nothing is compiled with the JIT off")
 def test_formats_are_data_not_code():
     """Changing the role (WP, SMEP, SMAP, NXE, PKE, MAXPHYADDR, mode) never compiles a new
     kernel: formats reach the kernels as arrays and a tuple of int64."""
