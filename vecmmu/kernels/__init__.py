@@ -1,7 +1,13 @@
 """Every ``@njit`` function of vecmmu lives in this package, and nothing else imports numba
 (except :mod:`vecmmu.walk` for the thread count). Options are set once, in ``_jit``.
 
-- ``physmem``: bounds-checked little-endian entry reads/writes over memslots
-- ``cpu_walk``: the x86 walker (32-bit and 64-bit entries), the batch driver, A/D updates
+- ``walkers``: the per-address walkers (KVM's ``paging_tmpl.h``): ``walk_x86`` for 32- and
+  64-bit x86 entries (instantiated flat and nested from one source), ``walk_ept``, and
+  ``tdp_translate``
+- ``cpu_walk``: the 1-D batch driver and A/D write-back; ``tdp_walk``: GPA batches and
+  two-dimensional walks; ``order``: the radix sort behind ``order="grouped"``
+- ``physmem``: bounds-checked entry reads and writes over memslots (host pointers)
 - ``build``: table building for :class:`vecmmu.mmu.Mmu`
+- ``decide``: what-if re-decisions from walk records; ``tlb``: translation-cache models
+- ``scan``: page-table scans for mapping listings; ``trace_parse``: the lackey parser
 """
