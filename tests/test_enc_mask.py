@@ -42,3 +42,20 @@ def test_enc_mask_must_be_address_bits():
     mmu, _, _ = _twins()
     with pytest.raises(ValueError, match="bits 11:0"):
         PageWalk(mmu.role, mmu.mem, mmu.cr3(), enc_mask=0x800)
+
+
+def test_cli_translate_enc_mask(tmp_path, capsys):
+    """`vecmmu translate --dump ... --enc-mask` walks an encrypted guest's dump."""
+    from test_dump_reader import build_core, note, qemu_desc
+    from vecmmu.cli import main
+    mmu, va, _ = _twins()
+    ram = mmu.mem.backings[0][:16 << 20].tobytes()
+    crs = (0x80050033, 0, 0, mmu.cr3(), 0x20)          # PG|PE|WP, CR4.PAE
+    path = tmp_path / "enc.elf"
+    build_core(path, [(0, ram)], [note(b"QEMU", 0, qemu_desc(cr=crs))])
+    args = ["translate", "--dump", str(path), "--efer", "0xd01", "--user", "0x400010"]
+    assert main(args + ["--enc-mask", hex(C_BIT)]) == 0
+    out = capsys.readouterr().out
+    assert "none" in out.split("\n")[1] and "0x" in out
+    assert main(args) == 0
+    assert "none" not in capsys.readouterr().out.split("\n")[1]

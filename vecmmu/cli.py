@@ -97,6 +97,9 @@ def _space_args(p, *, dump_required=False):
     g.add_argument("--maxphyaddr", type=_int, default=52, help="guest MAXPHYADDR (default 52)")
     g.add_argument("--vendor", choices=["intel", "amd"], default="intel",
                    help="CPU vendor (AMD: PML4E bit 8 reserved; default intel)")
+    g.add_argument("--enc-mask", type=_int, default=0,
+                   help="with --dump: entry bits to clear first: SME/SEV C-bit or TDX shared bit "
+                        "(e.g. 0x800000000000)")
     g.add_argument("--maps", help="/proc/PID/maps or smaps of the traced process")
     g.add_argument("--pagemap", help="pagemap snapshot (.npz, or a pagemap-layout file) for real frames")
     g.add_argument("--huge", action="store_true",
@@ -198,8 +201,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="list policy violations (W+X pages, user pages in the kernel half)")
     m.add_argument("--by-frame", action="store_true",
                    help="split ranges where frames are not contiguous (pa exact for every page)")
-    m.add_argument("--enc-mask", type=_int, default=0,
-                   help="entry bits to clear first: SME/SEV C-bit or TDX shared bit (e.g. 0x800000000000)")
     m.add_argument("--max-entries", type=_int, default=1 << 26,
                    help="bound on entries read (garbage tables cannot hang the scan; default 64M)")
     m.add_argument("--summary", action="store_true", help="bytes by privilege, rights and page size")
@@ -290,7 +291,8 @@ def _dump_walker(args):
     cr3 = regs["cr3"] if args.cr3 is None else args.cr3
     return PageWalk.from_regs(dump.mem, cr0=regs["cr0"], cr3=cr3, cr4=regs["cr4"],
                               efer=regs["efer"], maxphyaddr=args.maxphyaddr, vendor=args.vendor,
-                              semantics=args.semantics, pkru=args.pkru)
+                              semantics=args.semantics, pkru=args.pkru,
+                              enc_mask=getattr(args, "enc_mask", 0))
 
 
 def _space(args, trace_path=None):
