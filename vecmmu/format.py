@@ -360,7 +360,6 @@ def _npt_format(role, semantics: str) -> PageFormat:
     if semantics == "hardware" or role.nxe or role.l1_smep:
         flags |= FMT_PFERR_FETCH
     rec["flags"] = flags
-    rec.flags.writeable = True
     return PageFormat(rec, role, semantics)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .bits import ACC_EXEC, ACC_USER, ACC_WRITE, Fault, PagingMode
 from .format import PageFormat
-from .mmu import Mmu, MmuError
+from .mmu import Mmu
 from .role import EptRole
 from .walk import PageWalk
 
@@ -175,4 +175,4 @@ def spte_permission_fault(fmt: PageFormat, spte: int, kind, user_mode: bool) -> 
     return bool((int(fmt.record["permissions"][pfec >> 1]) >> acc) & 1)
 
 
-__all__ = ["Shadow", "build_shadow", "build_shadow_ept", "spte_permission_fault", "MmuError"]
+__all__ = ["Shadow", "build_shadow", "build_shadow_ept", "spte_permission_fault"]

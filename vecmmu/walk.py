@@ -69,11 +69,6 @@ def load_pdptes(mem: PhysMem, cr3: int, maxphyaddr: int = 52) -> np.ndarray:
     return out
 
 
-def _mem_tuple(mem: PhysMem) -> tuple:
-    """The memslot view kernels take: (slot_base, slot_end, slot_ptr)."""
-    return mem.slot_pointers()
-
-
 @contextlib.contextmanager
 def _num_threads(threads):
     if threads is None:
@@ -394,7 +389,7 @@ class PageWalk:
                       ("entry_value", np.uint64), ("leaf_level", np.uint8), ("page_shift", np.uint8),
                       ("acc", np.uint8), ("pkey", np.uint8), ("refs", np.uint8)):
             cols[k] = np.empty(n, dt)
-        memt = _mem_tuple(self.mem)
+        memt = self.mem.slot_pointers()
         params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
         # always the batch's own field views (one kernel signature for every mode: the
         # kernel truncates 32-bit linear addresses itself)
@@ -457,7 +452,7 @@ class PageWalk:
         else:
             tr = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
             ttr = (np.full((1, 6, 5), -1, np.int64), np.zeros((1, 6, 5), np.int64))
-        memt = _mem_tuple(self.mem)
+        memt = self.mem.slot_pointers()
         f = self.format
         targs = self._tdp_args()
         addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
@@ -490,7 +485,7 @@ class PageWalk:
             raise ValueError("guest_acc must be ACC rights 0..15, one or one per access")
         ttr = ((np.full((n, 1, 5), -1, np.int64), np.zeros((n, 1, 5), np.int64)) if trace
                else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
-        memt = _mem_tuple(self.mem)
+        memt = self.mem.slot_pointers()
         addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
         prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
         for lo in range(0, n, chunk):

@@ -1,8 +1,15 @@
-"""Bounds-checked physical-memory access for kernels (memslots as plain arrays).
+"""Bounds-checked physical-memory access for kernels.
 
-All addresses are int64 inside kernels (physical addresses are below 2**52). A read that
-is not wholly inside one memslot reports failure instead of touching memory.
+Walkers see memslots as (base, end, host pointer) arrays (:meth:`vecmmu.PhysMem.
+slot_pointers`) and read entries with one host load after ``find_slot``'s bounds check;
+the table builder works on its RAM buffer with ``load_le``/``store_le``. All addresses are
+int64 inside kernels (physical addresses are below 2**52). A read that is not wholly inside
+one memslot reports failure instead of touching memory.
 """
+import ctypes as _ctypes
+import sys as _sys
+
+import numba as _numba
 import numpy as np
 
 from ._jit import jit_nrt_free as jit
@@ -52,37 +59,12 @@ def store_le(buf, off, size, value):
         buf[off + k] = np.uint8((value >> (8 * k)) & 0xFF)
 
 
-@jit
-def read_phys(slot_base, slot_end, slot_backing, slot_offset, backings, addr, size):
-    """``(ok, value)`` of the ``size``-byte entry at physical ``addr``."""
-    k = find_slot(slot_base, slot_end, addr, size)
-    if k < 0:
-        return False, np.int64(0)
-    buf = backings[slot_backing[k]]
-    return True, load_le(buf, slot_offset[k] + (addr - slot_base[k]), size)
-
-
-@jit
-def write_phys(slot_base, slot_end, slot_backing, slot_offset, backings, addr, size, value):
-    k = find_slot(slot_base, slot_end, addr, size)
-    if k < 0:
-        return False
-    buf = backings[slot_backing[k]]
-    store_le(buf, slot_offset[k] + (addr - slot_base[k]), size, value)
-    return True
-
-
 # --- pointer-based access (the walkers' hot path) -----------------------------------------
 # A memslot is (base, end, ptr): ``ptr`` is the host address of the slot's first byte, so an
 # entry at physical ``addr`` in slot k is one load at ``ptr[k] + addr - base[k]``, after
 # find_slot's bounds check. No array is indexed, so Numba emits no reference counting in
 # the per-address loop, and any number of backing arrays (memmaps included) cost nothing.
 # PhysMem keeps the backing arrays alive while a kernel runs. x86 hosts are little-endian.
-
-import ctypes as _ctypes  # noqa: E402
-import sys as _sys  # noqa: E402
-
-import numba as _numba  # noqa: E402
 
 if _sys.byteorder != "little":                          # pragma: no cover
     raise ImportError("vecmmu's kernels read little-endian entries with host loads and need a "

@@ -478,7 +478,6 @@ def _make_walk_x86(NESTED):
 
 walk_x86_flat = _make_walk_x86(False)
 walk_x86_nested = _make_walk_x86(True)
-walk_x86 = walk_x86_flat
 
 
 @jit
