@@ -117,3 +117,21 @@ def test_out_of_range_inputs_are_errors():
         mmu.map(0x1000, 0x1000, asid=7)
     with pytest.raises(ValueError, match="64-bit register"):
         PageWalk.from_regs(PhysMem.zeros(1 << 16), cr0=0x80000001, cr4=0x20, efer=0x500, cr3=2**70)
+
+
+def test_map_pages_checks_every_address_and_right():
+    """map_pages shares map's checks: every address (not only the first and last), and
+    the rights a layout cannot hold."""
+    m4 = Mmu.for_mode("4level", ram_size=1 << 24)
+    vas = np.array([0x1000, 0x0000_9000_0000_0000, 0x3000], dtype=np.uint64)
+    with pytest.raises(MmuError, match="0x900000000000 is not canonical"):
+        m4.map_pages(vas, np.array([0x5000, 0x6000, 0x7000], dtype=np.uint64))
+    m32 = Mmu.for_mode("32bit", ram_size=1 << 24)
+    with pytest.raises(MmuError, match="no XD bit"):
+        m32.map_pages([0x1000], [0x5000], nx=True)
+    with pytest.raises(MmuError, match="pkey"):
+        m32.map_pages([0x1000], [0x5000], pkey=3)
+    # per-page attributes reach the leaves, as with map()
+    m4.map_pages([0x1000, 0x2000], [0x5000, 0x6000], global_=[True, False], pcd=True, pat=[0, 1])
+    assert m4.get_entry(0x1000, 1) & 0x19C == 0x110          # G | PCD
+    assert m4.get_entry(0x2000, 1) & 0x19C == 0x090          # PAT(4K) | PCD

@@ -95,7 +95,7 @@ class Mmu:
         else:
             self._va_bits = 32 if cpu_mode in (PagingMode.BIT32, PagingMode.PAE) else int(f.va_bits)
             self._top = int(cpu_mode)
-            self._signed = self.kind == "cpu"
+            self._signed = self.kind == "cpu" and self._va_bits != 32   # canonical addresses
         self.roots: list[int] = []
         self.new_address_space()
 
@@ -149,20 +149,28 @@ class Mmu:
         va = int(va)
         if not -(1 << 63) <= va < 1 << 64:
             raise MmuError(f"{what} {va:#x} does not fit 64 bits")
-        if self._va_bits == 32:
-            if not 0 <= va < 1 << 32:
-                raise MmuError(f"{what} {va:#x} does not fit a 32-bit linear address")
-            return va
-        va &= (1 << 64) - 1
+        return int(self._norm_vas(np.array([va & ((1 << 64) - 1)], dtype=np.uint64), what)[0])
+
+    def _norm_vas(self, vas: np.ndarray, what: str = "address") -> np.ndarray:
+        """Check every address for this Mmu's address space and return the index bits:
+        32-bit linear addresses, canonical 48/57-bit ones (sign bits stripped), or GPAs
+        within the TDP's reach. The error names the first bad address."""
+        vb = np.uint64(self._va_bits)
         if not self._signed:
-            if va >> self._va_bits:
-                raise MmuError(f"{what} {va:#x} is beyond the {self._va_bits}-bit guest-physical "
-                               f"reach of this TDP")
-            return va
-        top = va >> (self._va_bits - 1)
-        if top not in (0, (1 << (64 - self._va_bits + 1)) - 1):
-            raise MmuError(f"{what} {va:#x} is not canonical for {self._va_bits}-bit linear addresses")
-        return va & ((1 << self._va_bits) - 1)
+            bad = (vas >> vb) != 0
+        else:
+            top = vas >> np.uint64(self._va_bits - 1)
+            bad = (top != 0) & (top != np.uint64((1 << (64 - self._va_bits + 1)) - 1))
+        if bad.any():
+            va = int(vas[np.flatnonzero(bad)[0]])
+            if self.kind == "ept" or (self.kind == "npt" and self._va_bits != 32):
+                why = f"is beyond the {self._va_bits}-bit guest-physical reach of this TDP"
+            elif self._va_bits == 32:
+                why = "does not fit a 32-bit linear address"
+            else:
+                why = f"is not canonical for {self._va_bits}-bit linear addresses"
+            raise MmuError(f"{what} {va:#x} {why}")
+        return vas & np.uint64((1 << self._va_bits) - 1) if self._signed else vas
 
     def _leaf_level(self, page_size: int) -> int:
         if page_size not in _PAGE_SIZES:
@@ -182,52 +190,49 @@ class Mmu:
             raise MmuError("1 GiB pages need 4- or 5-level paging and gbpages=True in the role")
         return _PAGE_SIZES[page_size]
 
-    def _leaf_bits(self, level, *, writable, user, nx, pkey, pwt, pcd, pat, global_, accessed, dirty):
-        v = B.PT_PRESENT
-        v |= B.PT_WRITABLE if writable else 0
-        v |= B.PT_USER if user else 0
-        v |= B.PT_PWT if pwt else 0
-        v |= B.PT_PCD if pcd else 0
-        v |= B.PT_GLOBAL if global_ else 0
-        v |= B.PT_ACCESSED if accessed else 0
-        v |= B.PT_DIRTY if dirty else 0
-        if level > 1:
-            v |= B.PT_PAGE_SIZE | (B.PT_PAT_LARGE if pat else 0)
-        elif pat:
-            v |= B.PT_PAT_4K
-        if nx:
+    def _encode_leaves(self, level: int, n: int, r: dict) -> np.ndarray:
+        """The rights and attribute bits of ``n`` leaves at ``level`` (each right a scalar
+        or an array of ``n``), with this layout's checks. EPT misconfiguration patterns
+        are left to :meth:`check_leaves`, the format's own rule."""
+        def col(x):
+            return np.broadcast_to(np.asarray(x).astype(bool), (n,)).astype(np.uint64)
+        if self.kind == "ept":
+            memtype = int(r["memtype"])
+            if not 0 <= memtype <= 7 or memtype in (2, 3, 7):
+                raise MmuError(f"EPT memory type {memtype} is reserved (use 0 UC, 1 WC, 4 WT, "
+                               f"5 WP, 6 WB)")
+            xs, xu = col(r["xs"]), col(r["xs"] if r["xu"] is None else r["xu"])
+            rd, wr = col(r["read"]), col(r["writable"])
+            if not self.role.mbec and np.any(xu & ~xs & np.uint64(1)):
+                raise MmuError("xu without MBEC is ignored by the hardware; enable mbec in the EptRole")
+            present = rd | wr | xs | (xu if self.role.mbec else np.uint64(0))
+            if not present.all():
+                raise MmuError("an EPT leaf with no rights is not present; use unmap()")
+            return (rd * np.uint64(EPT_R) | wr * np.uint64(EPT_W) | xs * np.uint64(EPT_XS)
+                    | xu * np.uint64(EPT_XU) | col(r["ipat"]) * np.uint64(EPT_IPAT)
+                    | col(r["accessed"]) * np.uint64(EPT_A) | col(r["dirty"]) * np.uint64(EPT_D)
+                    | np.uint64((memtype << 3) | (EPT_PS if level > 1 else 0)))
+        user = (self.kind == "npt") if r["user"] is None else r["user"]
+        v = (np.uint64(B.PT_PRESENT | (B.PT_PAGE_SIZE if level > 1 else 0))
+             | col(r["writable"]) * np.uint64(B.PT_WRITABLE) | col(user) * np.uint64(B.PT_USER)
+             | col(r["pwt"]) * np.uint64(B.PT_PWT) | col(r["pcd"]) * np.uint64(B.PT_PCD)
+             | col(r["global_"]) * np.uint64(B.PT_GLOBAL)
+             | col(r["accessed"]) * np.uint64(B.PT_ACCESSED) | col(r["dirty"]) * np.uint64(B.PT_DIRTY)
+             | col(r["pat"]) * np.uint64(B.PT_PAT_LARGE if level > 1 else B.PT_PAT_4K))
+        nx = col(r["nx"])
+        if nx.any():
             if self._pte == 4:
                 raise MmuError("32-bit paging has no XD bit: nx=True needs PAE or long mode")
             if not self.role.nxe:
                 raise MmuError("nx=True sets bit 63, which is reserved when EFER.NXE=0")
-            v |= B.PT_NX
-        if pkey:
-            if self._pte == 4 or not 0 <= int(pkey) <= 15:
+            v |= nx << np.uint64(63)
+        pkey = np.broadcast_to(np.asarray(r["pkey"]), (n,))
+        if np.any(pkey != 0):
+            if self._pte == 4 or pkey.min() < 0 or pkey.max() > 15:
                 raise MmuError("pkey must be 0..15 and needs 64-bit entries (PAE or long mode)")
             if self.role.mode is PagingMode.PAE:
                 raise MmuError("pkey bits 62:59 are reserved in PAE paging")
-            v |= int(pkey) << B.PT_PKEY_SHIFT
-        return v
-
-    def _ept_leaf_bits(self, level, *, read, writable, xs, xu, memtype, ipat, accessed, dirty):
-        if not 0 <= int(memtype) <= 7 or int(memtype) in (2, 3, 7):
-            raise MmuError(f"EPT memory type {memtype} is reserved (use 0 UC, 1 WC, 4 WT, 5 WP, 6 WB)")
-        v = (EPT_R if read else 0) | (EPT_W if writable else 0) | (EPT_XS if xs else 0)
-        v |= (EPT_XU if xu else 0) | (int(memtype) << 3) | (EPT_IPAT if ipat else 0)
-        v |= (EPT_A if accessed else 0) | (EPT_D if dirty else 0)
-        if level > 1:
-            v |= EPT_PS
-        xwr = v & 7
-        if xu and self.role.mbec:
-            xwr |= EPT_XS
-        if xwr in (0b010, 0b110) or (xwr == 0b100 and not self.role.execonly):
-            raise MmuError(f"EPT rights {'r' if read else '-'}{'w' if writable else '-'}"
-                           f"{'x' if xs else '-'}{'u' if xu else '-'} are a misconfiguration "
-                           f"(write without read, or execute-only without support)")
-        if xu and not xs and not self.role.mbec:
-            raise MmuError("xu without MBEC is ignored by the hardware; enable mbec in the EptRole")
-        if not (v & (EPT_R | EPT_W | EPT_XS)) and not (xu and self.role.mbec):
-            raise MmuError("an EPT leaf with no rights is not present; use unmap()")
+            v |= pkey.astype(np.uint64) << np.uint64(B.PT_PKEY_SHIFT)
         return v
 
     def _frame_bits(self, pas: np.ndarray, level: int) -> np.ndarray:
@@ -264,7 +269,8 @@ class Mmu:
         user-mode ones under MBEC; default = ``xs``), ``memtype`` (bits 5:3) and ``ipat``.
         ``accessed``/``dirty`` preset the A/D flags of either layout.
         """
-        level = self._leaf_level(int(page_size))
+        self._leaf_level(int(page_size))
+        va_in = va
         va = self._norm_va(va)
         size = int(size)
         ps = int(page_size)
@@ -288,31 +294,24 @@ class Mmu:
                 raise MmuError(f"pa has {pas.shape[0]} frames for {npages} pages")
             if np.any(pas % np.uint64(ps)):
                 raise MmuError(f"every frame in pa must be aligned to {_page_size_name(ps)}")
-        if self.kind == "ept":
-            flags = self._ept_leaf_bits(level, read=read, writable=writable, xs=xs,
-                                        xu=xs if xu is None else xu, memtype=memtype, ipat=ipat,
-                                        accessed=accessed, dirty=dirty)
-        else:
-            if user is None:
-                user = self.kind == "npt"
-            flags = self._leaf_bits(level, writable=writable, user=user, nx=nx, pkey=pkey, pwt=pwt,
-                                    pcd=pcd, pat=pat, global_=global_, accessed=accessed,
-                                    dirty=dirty)
-        vals = self._frame_bits(pas, level) | np.uint64(flags)
-        self.check_leaves(vals, level)
-        vas = np.uint64(va) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
-        self._install(vas, vals, level, asid)
+        raw = int(va_in) & ((1 << 64) - 1)          # map_pages checks the addresses as given
+        vas = np.uint64(raw) + np.arange(npages, dtype=np.uint64) * np.uint64(ps)
+        self.map_pages(vas, pas, page_size=ps, writable=writable, user=user, nx=nx, pkey=pkey,
+                       pwt=pwt, pcd=pcd, pat=pat, global_=global_, accessed=accessed, dirty=dirty,
+                       asid=asid, read=read, xs=xs, xu=xu, memtype=memtype, ipat=ipat)
         return pas
 
     def map_pages(self, vas, pas, *, page_size: int = 4096, writable=True, user=None, nx=False,
-                  pkey=0, read=True, xs=True, xu=None, memtype: int = 6, accessed=False,
-                  dirty=False, asid: int = 0) -> None:
+                  pkey=0, pwt=False, pcd=False, pat=False, global_=False, accessed=False,
+                  dirty=False, asid: int = 0, read=True, xs=True, xu=None, memtype: int = 6,
+                  ipat=False) -> None:
         """Map many scattered pages at once, each with its own frame and rights.
 
         ``vas`` and ``pas`` are arrays (one page each, aligned to ``page_size``); every
-        right may be a scalar or an array of the same length (x86/NPT: writable, user, nx,
-        pkey; EPT: read, writable, xs, xu). Every leaf is checked against this Mmu's own
-        format before anything is written (reserved bits; EPT misconfigurations)."""
+        right may be a scalar or an array of the same length, with the meanings of
+        :meth:`map`. Every address is checked, and every leaf is checked against this
+        Mmu's own format before anything is written (reserved bits; EPT
+        misconfigurations)."""
         level = self._leaf_level(int(page_size))
         ps = np.uint64(page_size)
         vas = np.asarray(vas, dtype=np.uint64).reshape(-1)
@@ -326,32 +325,11 @@ class Mmu:
             bad = int(np.flatnonzero((vas % ps) | (pas % ps))[0])
             raise MmuError(f"map_pages: page {bad} ({int(vas[bad]):#x} -> {int(pas[bad]):#x}) is not "
                            f"aligned to {_page_size_name(int(page_size))}")
-        nvas = np.array([self._norm_va(int(v)) for v in (vas[0], vas[-1])])   # range checks
-        del nvas
-        if self._signed:
-            vas = vas & np.uint64((1 << self._va_bits) - 1)
-
-        def arr(x, dt=np.uint64):
-            return np.broadcast_to(np.asarray(x).astype(dt), (n,))
-        if self.kind == "ept":
-            xu_a = arr(xs if xu is None else xu, bool)
-            v = (arr(read, bool).astype(np.uint64) * np.uint64(EPT_R)
-                 | arr(writable, bool).astype(np.uint64) * np.uint64(EPT_W)
-                 | arr(xs, bool).astype(np.uint64) * np.uint64(EPT_XS)
-                 | xu_a.astype(np.uint64) * np.uint64(EPT_XU)
-                 | np.uint64((int(memtype) << 3) | (EPT_PS if level > 1 else 0))
-                 | arr(accessed, bool).astype(np.uint64) * np.uint64(EPT_A)
-                 | arr(dirty, bool).astype(np.uint64) * np.uint64(EPT_D))
-        else:
-            if user is None:
-                user = self.kind == "npt"
-            v = (np.uint64(B.PT_PRESENT | (B.PT_PAGE_SIZE if level > 1 else 0))
-                 | arr(writable, bool).astype(np.uint64) * np.uint64(B.PT_WRITABLE)
-                 | arr(user, bool).astype(np.uint64) * np.uint64(B.PT_USER)
-                 | arr(accessed, bool).astype(np.uint64) * np.uint64(B.PT_ACCESSED)
-                 | arr(dirty, bool).astype(np.uint64) * np.uint64(B.PT_DIRTY)
-                 | arr(nx, bool).astype(np.uint64) << np.uint64(63)
-                 | (arr(pkey) & np.uint64(15)) << np.uint64(B.PT_PKEY_SHIFT))
+        vas = self._norm_vas(vas)
+        v = self._encode_leaves(level, n, dict(
+            writable=writable, user=user, nx=nx, pkey=pkey, pwt=pwt, pcd=pcd, pat=pat,
+            global_=global_, accessed=accessed, dirty=dirty, read=read, xs=xs, xu=xu,
+            memtype=memtype, ipat=ipat))
         vals = self._frame_bits(pas, level) | v
         self.check_leaves(vals, level)
         self._install(vas, vals, level, asid)
@@ -362,17 +340,21 @@ class Mmu:
         vals = np.asarray(vals, dtype=np.uint64).reshape(-1)
         b7 = (vals >> np.uint64(7)) & np.uint64(1)
         rsvd = self.format.record["rsvd_bits_mask"][:, level - 1][b7.astype(np.int64)]
-        bad = (vals & rsvd) != 0
+        bad_rsvd = (vals & rsvd) != 0
+        bad_mt = np.zeros(vals.shape, dtype=bool)
         if self.kind == "ept":
             xwr = vals & np.uint64(0x3F)
             if self.role.mbec:
                 xwr = xwr | np.where(vals & np.uint64(EPT_XU), np.uint64(EPT_XS), np.uint64(0))
-            bad |= ((np.uint64(int(self.format.bad_mt_xwr)) >> xwr) & np.uint64(1)) != 0
+            bad_mt = ((np.uint64(int(self.format.bad_mt_xwr)) >> xwr) & np.uint64(1)) != 0
+        bad = bad_rsvd | bad_mt
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
+            why = (f"reserved bits {int(vals[i] & rsvd[i]):#x}" if bad_rsvd[i] else
+                   "a misconfiguration pattern (write without read, execute-only without "
+                   "support, or a reserved memory type)")
             raise MmuError(f"leaf {int(vals[i]):#018x} (page {i} of the call) is invalid in this "
-                           f"{self.kind} format: reserved bits {int(vals[i] & rsvd[i]):#x} or a "
-                           f"misconfiguration pattern")
+                           f"{self.kind} format: {why}")
 
     def _install(self, vas: np.ndarray, vals: np.ndarray, level: int, asid: int) -> None:
         root = self._root(asid)
