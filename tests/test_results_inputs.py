@@ -102,3 +102,11 @@ def test_garbage_tables_give_defined_faults():
         w = PageWalk(CpuRole.for_mode(mode), mem, 0x1000)
         r = w.translate(np.random.default_rng(0).integers(0, 1 << 32, 1000, dtype=np.uint64))
         assert set(np.unique(r.fault)) <= {Fault.PF, Fault.UNBACKED}
+
+
+def test_summary_counts_every_translation(guest):
+    r = guest.walker().translate([0x400010, 0x400020, 0x401000], ["read", "write", "read"], user=True)
+    s = r.summary()
+    assert s["count"].sum() == 3 and abs(s["share"].sum() - 1) < 1e-12
+    assert set(zip(s["fault"].astype(str), s["kind"].astype(str))) == {
+        ("none", "read"), ("none", "write"), ("#PF", "read")}

@@ -257,13 +257,11 @@ class Translation:
             "entry_addr": _u64(ta[rows, g, t]), "entry_value": _u64(tv[rows, g, t]),
         })
 
-    def summary(self) -> pd.DataFrame:
-        """Counts by fault class and access kind (a first look; see vecmmu.analysis later)."""
-        df = self.to_frame()
-        out = (df.groupby(["fault", "kind", "privilege"], observed=True).size()
-               .rename("count").reset_index())
-        out["share"] = out["count"] / max(len(df), 1)
-        return out
+    def summary(self, by=("fault", "kind", "privilege"), **kw) -> pd.DataFrame:
+        """Counts and shares by fault class, access kind and privilege (or any columns of
+        :func:`vecmmu.analysis.stats.fault_frame`): :func:`vecmmu.analysis.stats.fault_stats`."""
+        from .analysis.stats import fault_stats
+        return fault_stats(self, by, **kw)
 
     def __repr__(self) -> str:
         f = self._cols["fault"]
