@@ -46,5 +46,5 @@ def test_amd_pae_guest_reads_pdptes_through_npt_every_walk():
     g.guest.write_entry_at(ea, g.guest.read_entry_at(ea) | 2)
     r = g.walker().translate([0x40000123], user=True)
     assert r.fault[0] == Fault.PF and int(r.error_code[0]) == 0xD and int(r.fault_level[0]) == 3
-    with pytest.raises(PdpteError):                      # KVM: the load at CR3 is #GP
-        g.walker(semantics="kvm")
+    with pytest.raises(PdpteError, match=f"PDPTE 1 at {ea:#x}"):   # KVM: #GP at CR3 load,
+        g.walker(semantics="kvm")                                  # naming the guest address

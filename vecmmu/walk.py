@@ -47,21 +47,24 @@ class PdpteError(RegisterError):
     """Loading PAE PDPTEs at CR3 would raise #GP(0) (a present PDPTE has reserved bits)."""
 
 
-def load_pdptes(mem: PhysMem, cr3: int, maxphyaddr: int = 52) -> np.ndarray:
+def load_pdptes(mem: PhysMem, cr3: int, maxphyaddr: int = 52, *, at: int | None = None) -> np.ndarray:
     """The four PAE PDPTE registers as MOV CR3 loads them (``load_pdptrs``).
 
     Reads four u64 from the 32-byte-aligned PDPT at CR3 bits 31:5 and raises
     :class:`PdpteError` (the #GP(0) of the MOV) when a present entry has a reserved bit
-    set: bits 63:MAXPHYADDR, 8:5 or 2:1.
+    set: bits 63:MAXPHYADDR, 8:5 or 2:1. ``at``: where the PDPT is in ``mem`` when that
+    is not CR3's address (a nested guest: the HPA the TDP gave; messages still name the
+    guest-physical address).
     """
     base = int(cr3) & B.bits(31, 5)
+    where = base if at is None else int(at)
     rsvd = B.bits(63, maxphyaddr) | B.bits(8, 5) | B.bits(2, 1)
     out = np.zeros(4, dtype=np.uint64)
     for i in range(4):
         a = base + 8 * i
-        if not mem.is_backed(a, 8):
+        if not mem.is_backed(where + 8 * i, 8):
             raise PdpteError(f"PDPTE {i} at {a:#x} (CR3={int(cr3):#x}) is not in any memslot")
-        v = mem.read_u64(a)
+        v = mem.read_u64(where + 8 * i)
         if v & 1 and v & rsvd:
             raise PdpteError(f"#GP(0) loading CR3={int(cr3):#x}: PDPTE {i} at {a:#x} = {v:#018x} "
                              f"has reserved bits {v & rsvd:#x} set")
@@ -230,13 +233,7 @@ class PageWalk:
             raise PdpteError(f"loading PAE PDPTEs at CR3={int(cr3):#x} exits: {df['fault']} on "
                              f"GPA {base:#x} (exit qualification {int(df['exit_qual']):#x}, "
                              f"error code {int(df['error_code']):#x})")
-        hpa = int(r.hpa[0])
-        tmp = PhysMem()
-        slot = self.mem.slot_of(hpa)
-        if slot is None or not self.mem.is_backed(hpa, 32):
-            raise PdpteError(f"PDPT at GPA {base:#x} (HPA {hpa:#x}) is not in host memory")
-        tmp.add_slot(0, np.frombuffer(self.mem.read(hpa, 32), dtype=np.uint8).copy())
-        return load_pdptes(tmp, 0, self.role.maxphyaddr)
+        return load_pdptes(self.mem, cr3, self.role.maxphyaddr, at=int(r.hpa[0]))
 
     @property
     def _fp(self) -> tuple:
