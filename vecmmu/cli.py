@@ -320,23 +320,6 @@ def _space(args, trace_path=None):
 
 # -- commands --------------------------------------------------------------------------------------
 
-def _summary_table(res) -> str:
-    import pandas as pd
-    df = res.to_frame()
-    tab = (df.groupby(["fault", "kind", "privilege"], observed=True).size().rename("count")
-           .reset_index())
-    tab["share"] = (tab["count"] / len(df)).map(lambda x: f"{x:7.2%}")
-    codes = (df[df["fault"] == "#PF"].groupby("error_code").size().rename("count").reset_index())
-    codes["error_code"] = codes["error_code"].map(lambda c: f"{int(c):#04x} " + _ec_words(int(c)))
-    with pd.option_context("display.width", 120):
-        return tab.to_string(index=False) + "\n\n#PF error codes:\n" + codes.to_string(index=False)
-
-
-def _ec_words(c: int) -> str:
-    words = [w for b, w in ((1, "P"), (2, "W"), (4, "U"), (8, "RSVD"), (16, "I/D"), (32, "PK")) if c & b]
-    return "(" + ("|".join(words) or "not present, supervisor read") + ")"
-
-
 def cmd_demo(args) -> int:
     if args.trace_file:
         return _demo_trace(args)
@@ -354,10 +337,11 @@ def cmd_demo(args) -> int:
     print(f"trace: {len(trace):,} accesses (seed {args.seed}); built in {t1 - t0:.2f} s")
     print(f"translated in {t3 - t2:.3f} s ({len(res) / (t3 - t2) / 1e6:.1f} M translations/s; "
           f"warm-up {t2 - t1:.2f} s)\n")
-    print(_summary_table(res))
-    df = res.to_frame()
-    print(f"\nmean paging-structure reads per walk: {df['refs'].mean():.2f}; page sizes: "
-          + ", ".join(f"{k} {v:,}" for k, v in df["page_size"].value_counts().items() if v))
+    from .analysis.stats import TraceStats
+    st = TraceStats()
+    st.add(res)
+    print(st.text())
+    print("\npage sizes: " + ", ".join(f"{k} {v:,}" for k, v in st.page_sizes().items()))
     return 0
 
 
