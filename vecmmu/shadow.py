@@ -120,7 +120,7 @@ def _probe_leaf(walk: PageWalk, gpas: np.ndarray):
     has_leaf = (r.leaf_level > 0) & ((r.fault == Fault.NONE) | (r.fault == Fault.EPT_VIOLATION)
                                      | (r.fault == Fault.NPF))
     ps = r.page_size
-    frame = r.entry_value & np.uint64((1 << 52) - 1) & ~(ps - np.uint64(1))
+    frame = r.entry_value & np.uint64(int(walk.format.addr_mask)) & ~(ps - np.uint64(1))
     out = np.where(r.fault == Fault.NONE, r.hpa, frame | (gpas & (ps - np.uint64(1))))
     return has_leaf, out, r.acc.astype(np.int64)
 

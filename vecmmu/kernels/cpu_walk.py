@@ -8,12 +8,10 @@ import numpy as np
 
 from ._jit import jit, pjit, prange
 from .physmem import read_ptr, write_ptr
-from .walkers import (AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE,  # noqa: F401
-                      F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL, W_KVM_UNBACKED,
-                      walk_x86_flat)
+from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
+                      AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL,
+                      W_KVM_UNBACKED, walk_x86_flat)
 
-A_BIT = 1 << 5
-D_BIT = 1 << 6
 
 
 @pjit
