@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,22 +29,15 @@ from pathlib import Path
 import numba
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))     # reference.py, the slow oracle
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import vecmmu  # noqa: E402
+from common import (REPO, Row, Target, best_time, cpu_snapshot, log,  # noqa: E402
+                    machine_line, other_cpu_use, ratio, target_ratio, with_threads)
 from vecmmu import Mmu, make_accesses  # noqa: E402
 from vecmmu.kernels import cpu_walk as K  # noqa: E402
 from numpy_walk import NumpyWalk, access_flags  # noqa: E402
 
 PKRU = 0x5555_5554        # access-disable for keys 1..15: key 0 pages pass, the check still runs
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +97,9 @@ CLASSES = [(True, True, True, 0.5),     # user data: user read/write
            (False, False, False, 0.1)]  # kernel code: supervisor read/fetch
 
 
+LARGE, SMALL = "(a) large", "(b) small"
+
+
 def new_mmu(ram_size, **kw):
     return Mmu.for_mode("4level", ram_size=ram_size, smep=True, smap=True, pke=True, **kw)
 
@@ -112,8 +107,8 @@ def new_mmu(ram_size, **kw):
 class Guest:
     """One address space: the Mmu, its walker, and per mapped page its VA and class."""
 
-    def __init__(self, name, mmu, page_va, page_cls, build_s):
-        self.name, self.mmu, self.build_s = name, mmu, build_s
+    def __init__(self, case, name, mmu, page_va, page_cls, build_s):
+        self.case, self.name, self.mmu, self.build_s = case, name, mmu, build_s
         self.page_va, self.page_cls = page_va, page_cls
         self.walker = mmu.walker(pkru=PKRU)
         self.ram = mmu._ram                 # the RAM slot's backing (for the baselines)
@@ -138,7 +133,7 @@ def build_large(npages, run, rng):
         mmu.map(int(starts[j]), size, pa=frames[j * run:(j + 1) * run], user=u, writable=w, nx=x)
     build_s = time.perf_counter() - t0
     page_va = (starts[:, None] + np.arange(run, dtype=np.int64)[None, :] * 4096).reshape(-1)
-    return Guest(f"(a) large: {npages:,} scattered 4K pages", mmu, page_va,
+    return Guest(LARGE, f"(a) large: {npages:,} scattered 4K pages", mmu, page_va,
                  np.repeat(cls, run), build_s)
 
 
@@ -154,7 +149,7 @@ def build_small(rng, npages=64):
         mmu.map(va0 + j * 8 * 4096, 8 * 4096, pa=frames[j * 8:(j + 1) * 8], user=u, writable=w, nx=x)
     build_s = time.perf_counter() - t0
     page_va = va0 + np.arange(npages, dtype=np.int64) * 4096
-    return Guest(f"(b) small: {npages} pages, one page table", mmu, page_va,
+    return Guest(SMALL, f"(b) small: {npages} pages, one page table", mmu, page_va,
                  np.repeat(cls, 8), build_s)
 
 
@@ -177,16 +172,6 @@ def make_workload(g: Guest, n, rng, noise=0.01):
 # ---------------------------------------------------------------------------------------------
 # contenders
 # ---------------------------------------------------------------------------------------------
-def best_time(fn, repeats):
-    fn()                                            # warm-up (and compile) call
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 class KernelDirect:
     """The kernel alone: replays the exact ``cpu_translate`` calls one ``translate()`` makes
     (same arguments, outputs already allocated), so wrapper time (validation, the flag
@@ -213,17 +198,6 @@ class KernelDirect:
     def __call__(self):
         for a, kw in self.calls:
             self.real(*a, **kw)
-
-
-def with_threads(k, fn):
-    def run():
-        old = numba.get_num_threads()
-        numba.set_num_threads(k)
-        try:
-            fn()
-        finally:
-            numba.set_num_threads(old)
-    return run
 
 
 def ref_reader(ram, base):
@@ -364,24 +338,150 @@ def startup_times(py, warm_runs=3):
     return out[0], min(out[1:], key=lambda x: x[0]), bare
 
 
-def cpu_snapshot():
-    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
-    children, wall time), to tell how much of the machine other jobs took (Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    t = os.times()
-    busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+STARTUP_FAMILY = "startup"
+STARTUP_CASE = "import+map+translate"
+COLD = "cold: fresh NUMBA_CACHE_DIR"
+WARM = "warm: same cache, best of 3"
+BARE = "python -c 'import numpy, numba'"
 
 
-def other_cpu_use(start):
-    end = cpu_snapshot()
-    if start is None or end is None:
-        return None
-    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / (end[2] - start[2])
+def startup_rows(py=sys.executable, warm_runs=3):
+    """Cold and warm start as duration rows (the child's own split in ``extra``), next to a
+    bare ``import numpy, numba``."""
+    (cw, cj), (ww, wj), bare = startup_times(py, warm_runs)
+    return [Row(STARTUP_FAMILY, STARTUP_CASE, COLD, 1, cw, "s", (BARE,), extra=cj),
+            Row(STARTUP_FAMILY, STARTUP_CASE, WARM, 1, ww, "s", (BARE,), extra=wj),
+            Row(STARTUP_FAMILY, STARTUP_CASE, BARE, 1, bare, "s", short="import numpy, numba")]
+
+
+def startup_targets(rows):
+    out = []
+    for name, label, limit in ((WARM, "warm start about a second (<= 1.5 s wall)", 1.5),
+                               (COLD, "cold import + compile in seconds (<= 10 s wall)", 10.0)):
+        r = next((r for r in rows if r.family == STARTUP_FAMILY and r.contender == name), None)
+        if r is not None:
+            out.append(Target(label, f"{r.seconds:.2f} s", r.seconds <= limit))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the measurements (benchmarks/run.py calls these too)
+# ---------------------------------------------------------------------------------------------
+FAMILY = "walk"
+NAIVE = "naive Numba loop 1t, input order"
+NAIVE_PAR = "naive Numba loop 2t*"
+NUMPY = "numpy walk, same semantics"
+REFW = "reference walker (tests/)"
+SORTED = "translate() 1t, pre-sorted addr*"
+SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker"}
+
+
+def translate_name(k, order):
+    return f"translate() {k}t, order={order}"
+
+
+def kernel_name(k):
+    return f"cpu_translate kernel only, {k}t"
+
+
+def prepare():
+    """Compile the table builder and start the threading layer outside any timing."""
+    new_mmu(1 << 20).map(0x1000, 0x1000)
+    naive_walk_par(np.zeros(4, np.int64), np.zeros(512, np.int64), 0, 0)
+
+
+def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"),
+                 kernel_threads=(1,), naive_threads=(1,), sorted_row=False,
+                 numpy_n=2_000_000, ref_n=20_000, repeats=3):
+    """Every contender on one guest: ``(rows, checks, info)``.
+
+    ``n`` random accesses (:func:`make_workload`); ``translate()`` for every thread count
+    and order; the kernel alone (:class:`KernelDirect`) for ``kernel_threads``; the
+    numpy walk on the first ``numpy_n``; the naive loop (1 thread; also under ``prange``
+    when 2 is in ``naive_threads``); the reference walker on the first ``ref_n``. Checks
+    (strings starting "ok" or "MISMATCH") compare the numpy walk, the naive loop and the
+    reference walker with the kernel first, which also compiles everything."""
+    case = g.case
+    log(f"walk {g.name}: workload of {n:,} ...")
+    batch, addr, af = make_workload(g, n, rng)
+    w = g.walker
+    rows, checks = [], []
+
+    def add(contender, nn, t, vs):
+        rows.append(Row(FAMILY, case, contender, nn, t, "translations", vs, SHORT.get(contender, "")))
+
+    fk, gk, ek, r = kernel_columns(g, batch)
+    info = dict(fault_rate=float((fk != 0).mean()))
+    sl = slice(0, min(n, 200_000))
+    nw = NumpyWalk(g.ram, g.mmu.ram_base, g.root, w.format, pkru=PKRU)
+    got = nw.translate(addr[sl], af[sl])
+    checks.append(compare(f"numpy walk == kernel, case {case}", got, (fk[sl], gk[sl], ek[sl])))
+    ngpa, nfault = naive_walk(addr, g.ram64, g.mmu.ram_base, g.root)
+    ok = fk == 0
+    same = np.array_equal(ngpa[ok].view(np.uint64), gk[ok]) and not nfault[ok].any()
+    checks.append(f"{'ok      ' if same else 'MISMATCH'} naive loop == kernel GPA on the "
+                  f"{int(ok.sum()):,} successful accesses, case {case}")
+    del r, ngpa, nfault
+
+    for order in orders:
+        for k in threads:
+            log(f"  translate() threads={k} order={order}")
+            t = best_time(lambda: w.translate(batch, threads=k, order=order), repeats)
+            add(translate_name(k, order), n, t, (NAIVE, NUMPY))
+    if sorted_row:
+        sbatch = batch[np.argsort(batch["addr"], kind="stable")]
+        log("  translate() threads=1, sorted addresses")
+        t = best_time(lambda: w.translate(sbatch, threads=1), repeats)
+        add(SORTED, n, t, (NAIVE, NUMPY))
+        del sbatch
+    if kernel_threads:
+        kd = KernelDirect(w, batch)
+        for k in kernel_threads:
+            log(f"  cpu_translate only threads={k}")
+            t = best_time(with_threads(k, kd), repeats)
+            add(kernel_name(k), n, t, (NAIVE, NUMPY))
+        del kd
+    log("  naive loop")
+    t = best_time(lambda: naive_walk(addr, g.ram64, g.mmu.ram_base, g.root), repeats)
+    add(NAIVE, n, t, (NUMPY,))
+    if 2 in naive_threads and numba.config.NUMBA_NUM_THREADS > 1:
+        t = best_time(with_threads(2, lambda: naive_walk_par(addr, g.ram64, g.mmu.ram_base, g.root)),
+                      repeats)
+        add(NAIVE_PAR, n, t, (NAIVE, NUMPY))
+    log("  numpy walk")
+    np_n = min(numpy_n, n)
+    a_np, af_np = addr[:np_n], af[:np_n]
+    t = best_time(lambda: nw.translate(a_np, af_np), repeats)
+    add(NUMPY, np_n, t, (REFW,))
+    log("  reference walker")
+    ref_n = min(ref_n, n)
+    t0 = time.perf_counter()
+    ref_out = run_reference(g, batch[:ref_n], PKRU)
+    add(REFW, ref_n, time.perf_counter() - t0, ())
+    checks.append(compare(f"reference == kernel, case {case}", ref_out,
+                          (fk[:ref_n], gk[:ref_n], ek[:ref_n])))
+    return rows, checks, info
+
+
+def walk_targets(rows, default_threads=None):
+    """The issue's walk targets, as ratios of ``rows`` (rows that were not measured are
+    left out)."""
+    k = default_threads or numba.config.NUMBA_NUM_THREADS
+    out = []
+    cands = [(ratio(rows, FAMILY, LARGE, translate_name(k, o), NAIVE), o) for o in ("input", "grouped")]
+    cands = [c for c in cands if c[0] == c[0]]
+    if cands:
+        best, order = max(cands)
+        out.append(target_ratio(f"{LARGE}: translate() best order ({order}), default threads ({k}) "
+                                f">= 2x naive loop (input order, 1 thread)", best, 2))
+    for name, what in ((translate_name(1, "input"), "translate() 1 thread"),
+                       (kernel_name(1), "cpu_translate kernel only")):
+        if any(r.family == FAMILY and r.case == SMALL and r.contender == name for r in rows):
+            out.append(target_ratio(f"{SMALL}: {what} >= 5x numpy walk",
+                                    ratio(rows, FAMILY, SMALL, name, NUMPY), 5))
+            out.append(target_ratio(f"{SMALL}: {what} >= 0.75x naive loop",
+                                    ratio(rows, FAMILY, SMALL, name, NAIVE), 0.75))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,16 +505,11 @@ def main(argv=None):
     nthreads = numba.config.NUMBA_NUM_THREADS
     threads = sorted({1, min(2, nthreads)})
 
-    new_mmu(1 << 20).map(0x1000, 0x1000)             # compile the builder and (below) the
-    naive_walk_par(np.zeros(4, np.int64), np.zeros(512, np.int64), 0, 0)   # threading layer
+    prepare()
     print("vecmmu walk benchmark")
-    print(f"  machine: {platform.machine()}, {os.cpu_count()} CPUs (nproc), numba threads "
-          f"{nthreads}; python {platform.python_version()}, numpy {np.__version__}, "
-          f"numba {numba.__version__} (threading layer {numba.threading_layer()}), "
-          f"vecmmu {vecmmu.__version__}")
+    print(f"  machine: {machine_line()}; threading layer {numba.threading_layer()}")
     print(f"  this machine is shared ({os.cpu_count()} cores, other jobs may run): absolute figures "
           f"are noise, read the ratios (all from this one run)")
-    print(f"  vecmmu imported from {Path(vecmmu.__file__).parent}")
     cpu0 = cpu_snapshot()
     print(f"  {n:,} addresses per case; best of {args.repeats} after a warm-up; numpy walk on "
           f"{np_n:,}, reference walker on {ref_n:,} (rates are per second either way)")
@@ -426,115 +521,55 @@ def main(argv=None):
           f"places): {large.build_s:.2f} s  ({large.mmu.allocated / 2**20:,.0f} MiB allocated, "
           f"tables {(large.mmu.allocated - large.page_va.shape[0] * 4096) / 2**20:,.0f} MiB)")
 
-    rows = []            # (contender, case, n, rate)
-    checks = []
-    results = {}
+    rows, checks, info = [], [], {}
     for g in (large, small):
-        case = g.name[:3]
-        log(f"case {g.name}: workload ...")
-        batch, addr, af = make_workload(g, n, rng)
-        w = g.walker
-
-        # correctness first (also compiles everything)
-        fk, gk, ek, r = kernel_columns(g, batch)
-        results[case] = dict(fault_rate=float((fk != 0).mean()))
-        sl = slice(0, min(n, 200_000))
-        nw = NumpyWalk(g.ram, g.mmu.ram_base, g.root, w.format, pkru=PKRU)
-        got = nw.translate(addr[sl], af[sl])
-        checks.append(compare(f"numpy walk == kernel, case {case}", got, (fk[sl], gk[sl], ek[sl])))
-        ngpa, nfault = naive_walk(addr, g.ram64, g.mmu.ram_base, g.root)
-        ok = fk == 0
-        same = np.array_equal(ngpa[ok].view(np.uint64), gk[ok]) and not nfault[ok].any()
-        checks.append(f"{'ok      ' if same else 'MISMATCH'} naive loop == kernel GPA on the "
-                      f"{int(ok.sum()):,} successful accesses, case {case}")
-
-        for k in threads:
-            log(f"  translate() threads={k}")
-            t = best_time(lambda: w.translate(batch, threads=k), args.repeats)
-            rows.append((f"vecmmu translate(), {k} thread{'s' * (k > 1)}", case, n, n / t))
-        if case == "(a)":
-            order = np.argsort(batch["addr"], kind="stable")
-            sbatch = batch[order]
-            log("  translate() threads=1, sorted addresses")
-            t = best_time(lambda: w.translate(sbatch, threads=1), args.repeats)
-            rows.append(("vecmmu translate(), 1 thread, sorted addr*", case, n, n / t))
-            del sbatch
-            log("  translate() threads=1, order='grouped'")
-            t = best_time(lambda: w.translate(batch, threads=1, order="grouped"), args.repeats)
-            rows.append(("vecmmu translate(), 1 thread, grouped", case, n, n / t))
-        kd = KernelDirect(w, batch)
-        for k in threads:
-            log(f"  cpu_translate only threads={k}")
-            t = best_time(with_threads(k, kd), args.repeats)
-            rows.append((f"cpu_translate kernel only, {k} thread{'s' * (k > 1)}", case, n, n / t))
-        del kd
-        log("  numpy walk")
-        a_np, af_np = addr[:np_n], af[:np_n]
-        t = best_time(lambda: nw.translate(a_np, af_np), args.repeats)
-        rows.append(("numpy walk, same semantics", case, np_n, np_n / t))
-        log("  naive loop")
-        t = best_time(lambda: naive_walk(addr, g.ram64, g.mmu.ram_base, g.root), args.repeats)
-        rows.append(("naive Numba loop, 1 thread", case, n, n / t))
-        if nthreads > 1:
-            t = best_time(with_threads(2, lambda: naive_walk_par(addr, g.ram64, g.mmu.ram_base, g.root)),
-                          args.repeats)
-            rows.append(("naive Numba loop, 2 threads*", case, n, n / t))
-        log("  reference walker")
-        rb = batch[:ref_n]
-        t0 = time.perf_counter()
-        ref_out = run_reference(g, rb, PKRU)
-        t = time.perf_counter() - t0
-        rows.append(("reference walker (tests/)", case, ref_n, ref_n / t))
-        checks.append(compare(f"reference == kernel, case {case}", ref_out,
-                              (fk[:ref_n], gk[:ref_n], ek[:ref_n])))
-        del batch, addr, af, r, fk, gk, ek, ngpa, nfault
+        r, c, i = measure_case(g, n, rng, threads=threads, orders=("input", "grouped"),
+                               kernel_threads=threads, naive_threads=threads,
+                               sorted_row=g is large, numpy_n=np_n, ref_n=ref_n,
+                               repeats=args.repeats)
+        rows += r
+        checks += c
+        info[g.case] = i
 
     log("edge-case equivalence check ...")
     checks.append(edge_case_check(rng))
 
-    startup = None
+    startup = []
     if not args.no_startup:
         log("cold and warm start subprocesses ...")
-        startup = startup_times(sys.executable)
+        startup = startup_rows(sys.executable)
 
     # -- the table ------------------------------------------------------------------------
-    def rate(contender, case):
-        for c, cs, _, r in rows:
-            if c == contender and cs == case:
-                return r
-        return float("nan")
-
     print()
-    hdr = f"{'contender':<44} {'case':<4} {'addresses':>11} {'M transl/s':>11} {'x naive':>8} {'x numpy':>8}"
+    hdr = f"{'contender':<36} {'case':<10} {'addresses':>11} {'M transl/s':>11} {'x naive':>8} {'x numpy':>8}"
     print(hdr)
     print("-" * len(hdr))
-    for case in ("(a)", "(b)"):
-        naive = rate("naive Numba loop, 1 thread", case)
-        npw = rate("numpy walk, same semantics", case)
-        for c, cs, nn, r in rows:
-            if cs == case:
-                print(f"{c:<44} {cs:<4} {nn:>11,} {r / 1e6:>11.3f} {r / naive:>8.3f} {r / npw:>8.2f}")
+    for case in (LARGE, SMALL):
+        for r in rows:
+            if r.case == case:
+                print(f"{r.contender:<36} {case:<10} {r.n:>11,} {r.rate / 1e6:>11.3f} "
+                      f"{ratio(rows, FAMILY, case, r.contender, NAIVE):>8.3f} "
+                      f"{ratio(rows, FAMILY, case, r.contender, NUMPY):>8.2f}")
         print()
-    print(f"(a) = {large.name}; (b) = {small.name}")
-    print(f"failing accesses (by design, ~1 % noise): (a) {results['(a)']['fault_rate']:.2%}, "
-          f"(b) {results['(b)']['fault_rate']:.2%}")
-    print("grouped = translate(order='grouped'): each 1 M chunk radix-sorted by page inside the call "
-          "(sort time counted), results in input order")
-    print("* informational: sorted = the same batch sorted by address (sort time not counted); "
-          "naive 2 threads = prange version of the naive loop")
+    print(f"{large.name}; {small.name}")
+    print(f"failing accesses (by design, ~1 % noise): {LARGE} {info[LARGE]['fault_rate']:.2%}, "
+          f"{SMALL} {info[SMALL]['fault_rate']:.2%}")
+    print("order=grouped: each 1 M chunk radix-sorted by page inside the call (sort time counted), "
+          "results in input order")
+    print("* informational: pre-sorted = the same batch sorted by address (sort time not counted); "
+          "naive 2t = prange version of the naive loop")
     others = other_cpu_use(cpu0)
     if others is not None:
         print(f"other processes used {others:.2f} of {os.cpu_count()} cores on average during this run"
               + (": the 2-thread rows mean little" if others > 0.3 else ""))
 
     if startup:
-        (cw, cj), (ww, wj), bare = startup
         print()
-        for label, wall, part in (("cold import + compile (fresh NUMBA_CACHE_DIR)", cw, cj),
-                                  ("warm start (same cache dir, best of 3)", ww, wj)):
-            print(f"{label + ':':<47}{wall:6.2f} s wall  (import {part['imp']:.2f} s, first map "
-                  f"{part['build']:.2f} s, first translate {part['translate']:.2f} s)")
-        print(f"  for scale: python -c 'import numpy, numba' takes {bare:.2f} s here")
+        for r in startup[:2]:
+            part = r.extra
+            print(f"{r.contender + ':':<36}{r.seconds:6.2f} s wall  (import {part['imp']:.2f} s, "
+                  f"first map {part['build']:.2f} s, first translate {part['translate']:.2f} s)")
+        print(f"  for scale: {BARE} takes {startup[2].seconds:.2f} s here")
 
     print()
     print("correctness:")
@@ -543,21 +578,8 @@ def main(argv=None):
 
     print()
     print("targets (ratios from this run; a MISS does not fail anything):")
-
-    def target(label, value, ok):
-        print(f"  {'PASS' if ok else 'MISS'}  {label}: {value}")
-
-    kb = rate("vecmmu translate(), 1 thread", "(b)")
-    kdb = rate("cpu_translate kernel only, 1 thread", "(b)")
-    nb, npb = rate("naive Numba loop, 1 thread", "(b)"), rate("numpy walk, same semantics", "(b)")
-    target("(b) translate() 1 thread >= 5x numpy walk", f"{kb / npb:.2f}x", kb / npb >= 5)
-    target("(b) translate() 1 thread >= 0.75x naive loop", f"{kb / nb:.3f}x", kb / nb >= 0.75)
-    target("(b) cpu_translate kernel only >= 5x numpy walk", f"{kdb / npb:.2f}x", kdb / npb >= 5)
-    target("(b) cpu_translate kernel only >= 0.75x naive loop", f"{kdb / nb:.3f}x", kdb / nb >= 0.75)
-    if startup:
-        target("warm start about a second (<= 1.5 s wall)", f"{startup[1][0]:.2f} s", startup[1][0] <= 1.5)
-        target("cold import + compile in seconds (<= 10 s wall)", f"{startup[0][0]:.2f} s",
-               startup[0][0] <= 10)
+    for t in walk_targets(rows) + startup_targets(startup):
+        print("  " + t.line())
     return 0
 
 
