@@ -1,50 +1,129 @@
 """Nested (two-dimensional) walk speed next to the 1-D walk of the same guest tables.
 
-    python benchmarks/bench_nested.py [--n N] [--pages P]
+    python benchmarks/bench_nested.py [--n N] [--pages P] [--threads K] [--ref-n M]
 
 One run, one table: translations/s and memory references/s (paging-structure entries
 read, guest and TDP) of the guest's own 1-D walk and of the 2-D walk over 4-level EPT,
-5-level EPT (with a 5-level guest) and NPT. Ratios are what to quote: the machine is a
-shared 2-core box. Never fails on speed.
+5-level EPT (with a 5-level guest) and NPT, and of the nested reference walker
+(tests/reference_tdp.py, one call per address) on the first ``--ref-n`` addresses, checked
+equal to the 2-D walk. Ratios are what to quote: the machine is a shared 2-core box.
+Never fails on speed.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
+from pathlib import Path
 
-import numba
 import numpy as np
 
-from vecmmu import CpuRole, EptRole, NestedGuest, NptRole
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Row, best_time, log, machine_line  # noqa: E402
+from vecmmu import CpuRole, EptRole, NestedGuest, NptRole  # noqa: E402
+from vecmmu import bits as B  # noqa: E402
+
+FAMILY = "nested"
+REF = "reference_tdp (tests/)"
 
 
-def best(f, repeats=3):
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        r = f()
-        t.append(time.perf_counter() - t0)
-    return min(t), r
+def one_d_name(k):
+    return f"1-D guest walk {k}t"
 
 
-def case(name, guest_mode, tdp_role, n, pages, threads):
+def two_d_name(k):
+    return f"2-D walk {k}t"
+
+
+def build(guest_mode, tdp_role, pages, seed=1):
+    """A guest of ``pages`` contiguous user pages (A and D set) behind 4 KiB TDP pages."""
     g = NestedGuest(CpuRole.for_mode(guest_mode, maxphyaddr=46), tdp_role, guest_ram=256 << 20,
                     tdp_page_size=4096)
-    rng = np.random.default_rng(1)
-    base = 0x7F0000000000 if guest_mode == "4level" else 0x7F0000000000
+    base = 0x7F0000000000
     g.guest.map(base, pages * 4096, user=True, accessed=True, dirty=True)
+    return g, base
+
+
+def reference_inputs(g):
+    """``(read, regs, tdp)`` for tests/reference_tdp.translate_nested on guest ``g``."""
+    host = g.host
+
+    def read(addr, n):                        # the reference walkers' view of memory
+        if addr < 0 or not host.is_backed(addr, n):
+            return None
+        return int.from_bytes(host.read(addr, n), "little")
+
+    role = g.guest.role
+    regs = dict(role.registers(), cr3=g.guest.cr3(), maxphyaddr=role.maxphyaddr,
+                gbpages=role.gbpages, vendor=role.vendor, pkru=0)
+    t = g.tdp.role
+    if t.kind == "ept":
+        tdp = dict(kind="ept", eptp=g.tdp.cr3(), execonly=t.execonly, mbec=t.mbec,
+                   huge_level=t.huge_level, advanced_info=t.advanced_info, maxphyaddr=t.maxphyaddr)
+    else:
+        cr4 = B.CR4_PAE | (B.CR4_LA57 if t.gpa_bits == 57 else 0)
+        efer = B.EFER_LME | B.EFER_LMA | (B.EFER_NXE if t.nxe else 0)
+        tdp = dict(kind="npt", ncr3=g.tdp.cr3(), cr4=cr4, efer=efer, gmet=t.gmet,
+                   l1_smep=t.l1_smep, maxphyaddr=t.maxphyaddr, gbpages=t.gbpages)
+    return read, regs, tdp
+
+
+def run_reference(g, addr):
+    """The nested reference walker on ``addr`` (user reads): ``(seconds, fault, hpa)``."""
+    import reference_tdp as rt
+    read, regs, tdp = reference_inputs(g)
+    n = addr.shape[0]
+    fault = np.empty(n, object)
+    hpa = np.zeros(n, np.uint64)
+    t0 = time.perf_counter()
+    for i in range(n):
+        r = rt.translate_nested(read, regs, tdp, dict(addr=int(addr[i]), kind=0, user=True,
+                                                      ac=False, implicit=False, stack=False))
+        fault[i] = r["fault"]
+        hpa[i] = r["hpa"] or 0
+    return time.perf_counter() - t0, fault, hpa
+
+
+def measure_case(case, guest_mode, tdp_role, n, pages, *, threads=(1,), repeats=3, ref_n=0,
+                 seed=1):
+    """The 1-D and 2-D walks of one nested guest at every thread count, and the reference
+    walker on the first ``ref_n`` addresses: ``(rows, checks)``. Rows carry
+    ``extra=dict(refs=..., ok=...)`` (mean entries read per walk, share without fault)."""
+    log(f"nested {case}: building {pages:,} pages ...")
+    g, base = build(guest_mode, tdp_role, pages, seed)
+    rng = np.random.default_rng(seed)
     addr = np.uint64(base) + rng.integers(0, pages * 4096, n, dtype=np.uint64)
-    one_d = g.guest.walker()             # the guest's own tables, guest-physical memory
-    two_d = g.walker()
-    rows = []
-    for label, w in (("1-D guest walk", one_d), (f"2-D over {name}", two_d)):
-        w.translate(addr[:1000], user=True, threads=threads)           # compile / warm
-        dt, r = best(lambda: w.translate(addr, user=True, threads=threads))
-        refs = float(r.refs.astype(np.int64).mean())
-        ok = float((r.fault == 0).mean())
-        rows.append((label, guest_mode, n / dt / 1e6, refs, n * refs / dt / 1e6, ok))
-    return rows
+    one_d, two_d = g.guest.walker(), g.walker()
+    rows, checks, ref_row = [], [], None
+    for k in threads:
+        for name, w, vs in ((one_d_name(k), one_d, ()), (two_d_name(k), two_d, (one_d_name(k), REF))):
+            log(f"  {name}")
+            w.translate(addr[:1000], user=True, threads=k)           # compile / warm
+            out = {}
+            t = best_time(lambda: out.__setitem__("r", w.translate(addr, user=True, threads=k)),
+                          repeats, warmup=False)
+            r = out.pop("r")
+            rows.append(Row(FAMILY, case, name, n, t, "translations", vs,
+                            short="1-D walk" if w is one_d else "",
+                            extra=dict(refs=float(r.refs.astype(np.int64).mean()),
+                                       ok=float((r.fault == 0).mean()))))
+            if w is two_d and ref_n and k == threads[0]:
+                m = min(ref_n, n)
+                log(f"  {REF} on {m:,}")
+                dt, fault, hpa = run_reference(g, addr[:m])
+                ref_row = Row(FAMILY, case, REF, m, dt, "translations", short="reference_tdp")
+                same = (all(f == "none" for f in fault) == bool((r.fault[:m] == 0).all())
+                        and np.array_equal(hpa, np.where(r.fault[:m] == 0, r.hpa[:m], 0)))
+                checks.append(f"{'ok      ' if same else 'MISMATCH'} {REF} == 2-D walk (fault, HPA) "
+                              f"on {m:,} accesses, {case}")
+            del r
+    return rows + ([ref_row] if ref_row else []), checks
+
+
+CASES = {"ept4": ("EPT 4-level", "4level", EptRole()),
+         "ept5": ("EPT 5-level", "5level", EptRole(levels=5)),
+         "npt4": ("NPT 4-level", "4level", NptRole())}
 
 
 def main(argv=None):
@@ -52,23 +131,33 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2_000_000)
     ap.add_argument("--pages", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ref-n", type=int, default=2000, help="addresses for reference_tdp (0: skip)")
     a = ap.parse_args(argv)
-    print(f"machine: {os.cpu_count()} CPUs, numba {numba.__version__}, threads={a.threads}; "
-          f"shared machine: read the ratios")
+    print(f"machine: {machine_line()}; threads={a.threads}; shared machine: read the ratios")
     print(f"{a.n:,} random user reads over {a.pages:,} mapped 4 KiB pages (4 KiB TDP pages), "
-          f"best of 3\n")
-    rows = []
-    rows += case("EPT 4-level", "4level", EptRole(), a.n, a.pages, a.threads)
-    rows += case("EPT 5-level", "5level", EptRole(levels=5), a.n, a.pages, a.threads)
-    rows += case("NPT 4-level", "4level", NptRole(), a.n, a.pages, a.threads)
+          f"best of 3; reference_tdp on the first {a.ref_n:,}\n")
+    rows, checks = [], []
+    for key, (case, mode, role) in CASES.items():
+        r, c = measure_case(case, mode, role, a.n, a.pages, threads=(a.threads,), ref_n=a.ref_n)
+        rows += r
+        checks += c
     print(f"{'walk':26s} {'guest':7s} {'M transl/s':>11s} {'refs/walk':>10s} {'M refs/s':>9s} "
-          f"{'ok':>6s} {'x 1-D':>6s}")
-    base = None
-    for label, mode, mps, refs, rps, ok in rows:
-        if label.startswith("1-D"):
-            base = mps
-        print(f"{label:26s} {mode:7s} {mps:11.2f} {refs:10.1f} {rps:9.1f} {ok:6.1%} {mps / base:6.2f}")
+          f"{'ok':>6s} {'x 1-D':>6s} {'x ref':>7s}")
+    for key, (case, mode, _role) in CASES.items():
+        cr = {r.contender: r for r in rows if r.case == case}
+        base, ref = cr[one_d_name(a.threads)], cr.get(REF)
+        for name in (one_d_name(a.threads), two_d_name(a.threads)):
+            r = cr[name]
+            label = "1-D guest walk" if name == one_d_name(a.threads) else f"2-D over {case}"
+            xref = f"{r.rate / ref.rate:7.0f}" if ref else f"{'':7s}"
+            print(f"{label:26s} {mode:7s} {r.rate / 1e6:11.2f} {r.extra['refs']:10.1f} "
+                  f"{r.rate * r.extra['refs'] / 1e6:9.1f} {r.extra['ok']:6.1%} "
+                  f"{r.rate / base.rate:6.2f} {xref}")
+        if ref:
+            print(f"{'reference_tdp (tests/)':26s} {mode:7s} {ref.rate / 1e6:11.4f}")
     print("\nanchors: an uncached 4-on-4 walk reads 24 entries, 5-on-5 reads 35 ((n+1)(m+1)-1)")
+    for c in checks:
+        print(c)
 
 
 if __name__ == "__main__":

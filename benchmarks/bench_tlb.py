@@ -10,7 +10,8 @@ Cases (all with the Skylake-like TlbConfig, every structure on):
 * nested: a 4-level guest over 4-level EPT (4 KiB EPT pages), 1 M accesses with locality
   (80 % to 64 hot pages, the rest over 16 k pages);
 * sweep: 8 configurations (the base scaled by 1/8 .. 16) over the native trace in one call,
-  configurations in parallel; rate = accesses × configurations per second.
+  configurations in parallel, next to 8 separate simulate() calls; rate = accesses ×
+  configurations per second.
 
 The Python model runs on the first ``--ref-n`` translations. Rates are the best of three
 calls after a warm-up (compilation excluded). Target: model ≥ 100× the Python model
@@ -26,29 +27,21 @@ from pathlib import Path
 import numba
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_reference import RefModel  # noqa: E402
+from common import REPO, Row, best_time, log, machine_line, ratio, target_ratio  # noqa: E402
+from perf_reference import RefModel  # noqa: E402  (tests/)
 from vecmmu import CpuRole, EptRole, NestedGuest  # noqa: E402
 from vecmmu.io import address_space_from_maps, read_trace  # noqa: E402
 from vecmmu.perf import TlbConfig, simulate, sweep  # noqa: E402
 
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def best(fn, repeats=3):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+FAMILY = "tlb"
+NATIVE, NESTED, SWEEP_CASE = "native 4-level, wordfreq", "nested 4/4, EPT 4K", "sweep, 8 configs"
+MODEL = "simulate() model"
+PYREF = "plain-Python model (tests/)"
+SWEEP = "sweep(), configs in parallel"
+SEPARATE = "8 separate simulate() calls"
+SCALES = (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)
 
 
 class _Head:
@@ -68,11 +61,12 @@ class _Head:
         return self.n
 
 
-def oracle_rate(res, cfg, n):
+def oracle_time(res, cfg, n):
+    """Seconds the Python model takes on the first ``n`` translations, and its output."""
     h = _Head(res, n)
     t = time.perf_counter()
     out = RefModel(cfg).run(h, [])
-    return n / (time.perf_counter() - t), out
+    return time.perf_counter() - t, out
 
 
 def native_trace(limit):
@@ -96,51 +90,77 @@ def nested_trace(n, seed=1):
     return g.walker().translate(addrs, user=True, trace=True)
 
 
+def measure(*, native_limit=None, nested_n=1_000_000, ref_n=100_000, repeats=3, do_sweep=True):
+    """The model on the native and nested traces next to the Python model (on the first
+    ``ref_n`` translations), and the 8-configuration sweep next to 8 separate calls:
+    ``(rows, checks)``. Model rows carry ``extra=dict(l1_hit=..., refs_per_access=...)``."""
+    cfg = TlbConfig.skylake()
+    rows, checks = [], []
+    log("tlb: walking the native trace (trace=True) ...")
+    nat = native_trace(native_limit)
+    log("tlb: walking the nested trace ...")
+    nst = nested_trace(nested_n)
+    for case, res in ((NATIVE, nat), (NESTED, nst)):
+        log(f"tlb {case}: model ...")
+        dt = best_time(lambda: simulate(res, cfg), repeats)
+        m = min(ref_n, len(res))
+        log(f"tlb {case}: Python model on {m:,} ...")
+        ref_dt, out = oracle_time(res, cfg, m)
+        got = simulate(res, cfg)
+        same = all(int(got.refs[i]) == o["refs"] for i, o in enumerate(out))
+        checks.append(f"{'ok      ' if same else 'MISMATCH'} TLB model == Python model (references "
+                      f"per access) on {m:,} translations, {case}")
+        s = got.summary().iloc[0]
+        rows.append(Row(FAMILY, case, MODEL, len(res), dt, "accesses", (PYREF,),
+                        extra=dict(l1_hit=float(s["l1_hit_rate"]),
+                                   refs_per_access=float(s["refs_per_access"]), same=same)))
+        rows.append(Row(FAMILY, case, PYREF, m, ref_dt, "accesses", short="Python model"))
+    if do_sweep:
+        configs = [cfg.scaled(f) for f in SCALES]
+        k = len(configs)
+        log(f"tlb: sweep of {k} configurations ({numba.get_num_threads()} threads) ...")
+        dt = best_time(lambda: sweep(nat, configs), repeats)
+        rows.append(Row(FAMILY, SWEEP_CASE, SWEEP, len(nat) * k, dt, "access-configs", (SEPARATE,)))
+        dt = best_time(lambda: [simulate(nat, c) for c in configs], repeats)
+        rows.append(Row(FAMILY, SWEEP_CASE, SEPARATE, len(nat) * k, dt, "access-configs",
+                        short="separate calls"))
+    return rows, checks
+
+
+def targets(rows):
+    return [target_ratio(f"TLB model, {case}: >= 100x the plain-Python model",
+                         ratio(rows, FAMILY, case, MODEL, PYREF), 100) for case in (NATIVE, NESTED)]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 M native accesses, 200 k nested")
     ap.add_argument("--ref-n", type=int, default=100_000, help="translations given to the Python model")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
-    cfg = TlbConfig.skylake()
-    rows = []
-
-    log("walking the native trace (trace=True) ...")
-    nat = native_trace(1_000_000 if a.quick else None)
-    log("walking the nested trace ...")
-    nst = nested_trace(200_000 if a.quick else 1_000_000)
-
-    for name, res in (("native 4-level, wordfreq", nat), ("nested 4/4, EPT 4K", nst)):
-        log(f"{name}: model ...")
-        dt = best(lambda: simulate(res, cfg), a.repeats)
-        model = len(res) / dt
-        m = min(a.ref_n, len(res))
-        log(f"{name}: Python model on {m:,} ...")
-        ref, out = oracle_rate(res, cfg, m)
-        got = simulate(res, cfg)
-        same = all(int(got.refs[i]) == o["refs"] for i, o in enumerate(out))
-        s = got.summary().iloc[0]
-        rows.append((name, len(res), model, ref, same, s["l1_hit_rate"], s["refs_per_access"]))
-
-    configs = [cfg.scaled(f) for f in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)]
+    rows, checks = measure(native_limit=1_000_000 if a.quick else None,
+                           nested_n=200_000 if a.quick else 1_000_000, ref_n=a.ref_n,
+                           repeats=a.repeats)
     threads = numba.get_num_threads()
-    log(f"sweep of {len(configs)} configurations ({threads} threads) ...")
-    dt = best(lambda: sweep(nat, configs), a.repeats)
-    sweep_rate = len(nat) * len(configs) / dt
-
     print(f"TLB model (vecmmu.perf, TlbConfig.skylake()) vs the plain-Python model of the same "
-          f"caches; numba {numba.__version__}, {threads} threads")
+          f"caches; {threads} threads")
+    print(f"machine: {machine_line()}")
     print(f"{'case':<28}{'translations':>14}{'model M/s':>12}{'Python k/s':>12}{'ratio':>9}"
           f"{'same refs':>11}{'L1 hit':>9}{'refs/acc':>10}")
-    for name, n, model, ref, same, l1, rpa in rows:
-        print(f"{name:<28}{n:>14,}{model / 1e6:>12.1f}{ref / 1e3:>12.1f}{model / ref:>8.0f}×"
-              f"{'yes' if same else 'NO':>11}{l1:>9.2%}{rpa:>10.3f}")
-    print(f"{'sweep, 8 configs':<28}{len(nat) * len(configs):>14,}{sweep_rate / 1e6:>12.1f}"
-          f"{'':>12}{'':>9}")
-    for name, n, model, ref, same, *_ in rows:
-        ok = model / ref >= 100
-        print(f"{'PASS' if ok else 'MISS'}: {name}: model {model / ref:.0f}× the Python model "
-              f"(target ≥ 100×); {model / 1e6:.1f} M accesses/s (about 20 M/s expected on one core)")
+    for case in (NATIVE, NESTED):
+        m = next(r for r in rows if r.case == case and r.contender == MODEL)
+        p = next(r for r in rows if r.case == case and r.contender == PYREF)
+        print(f"{case:<28}{m.n:>14,}{m.rate / 1e6:>12.1f}{p.rate / 1e3:>12.1f}{m.rate / p.rate:>8.0f}×"
+              f"{'yes' if m.extra['same'] else 'NO':>11}{m.extra['l1_hit']:>9.2%}"
+              f"{m.extra['refs_per_access']:>10.3f}")
+    sw = next(r for r in rows if r.contender == SWEEP)
+    sep = next(r for r in rows if r.contender == SEPARATE)
+    print(f"{'sweep, 8 configs':<28}{sw.n:>14,}{sw.rate / 1e6:>12.1f}{'':>12}{'':>9}"
+          f"   ({sw.rate / sep.rate:.2f}x 8 separate simulate() calls)")
+    for c in checks:
+        print(c)
+    for t in targets(rows):
+        print(t.line())
     return 0
 
 

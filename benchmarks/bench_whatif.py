@@ -7,25 +7,35 @@ machine are noise). Never fails on speed. ``walk s`` / ``decide s`` split the sw
 time: the permissive walk(s) (in chunks, keeping a few narrow columns per access) and the
 decision kernel (a prange over accesses, the K variants inner, writing the (n, K) u1
 fault matrix). The K separate walks each make a full result and drop it (the allocator
-reuses its memory), as a loop over configurations would.
+reuses its memory), as a loop over configurations would. Each side runs once, after a
+compiling run on 20 k accesses; the fault matrices must be equal.
 """
 import argparse
-import time
-
 import dataclasses
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
-from vecmmu import PageWalk
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vecmmu import demo
-from vecmmu.analysis.whatif import Variant, whatif
+from common import Row, log, machine_line, ratio, target_ratio  # noqa: E402
+from vecmmu import PageWalk, demo  # noqa: E402
+from vecmmu.analysis.whatif import Variant, whatif  # noqa: E402
 
+FAMILY = "whatif"
 DECIDE = [Variant(f"wp{wp} smep{se} smap{sa} pke{pk}", wp=bool(wp), smep=bool(se), smap=bool(sa),
                   pke=bool(pk))
           for wp in (0, 1) for se in (0, 1) for sa in (0, 1) for pk in (0, 1)]        # 16
 MIXED = DECIDE[:12] + [Variant("nxe0", nxe=False), Variant("nxe0 smap0", nxe=False, smap=False),
                        Variant("nxe0 wp0", nxe=False, wp=False), Variant("pkru ad1", pkru=4)]
+SETS = {"16 decision-only": DECIDE, "12 decision + 4 walk-changing": MIXED}
+SWEEP = "whatif() sweep"
+
+
+def separate_name(k):
+    return f"{k} separate translate() walks"
 
 
 def run(walker, acc, variants, threads):
@@ -48,32 +58,62 @@ def separate_walks(walker, acc, variants, threads):
     return time.perf_counter() - t0, out
 
 
-def main():
+def measure(n, *, sets=tuple(SETS), threads=None, seed=1):
+    """Each sweep in ``sets`` (keys of :data:`SETS`) and its separate walks over ``n``
+    accesses of the demo guest: ``(rows, checks)``. Rates count access × configuration
+    decisions; the sweep row's ``extra`` holds its walks and walk/decide split."""
+    mmu = demo.build_guest()
+    w = mmu.walker()
+    acc = demo.make_trace(n, seed=seed)
+    small = acc[:20000]
+    rows, checks = [], []
+    for case in sets:
+        variants = SETS[case]
+        k = len(variants)
+        log(f"whatif {case}: compile, then sweep and {k} walks over {n:,} accesses ...")
+        run(w, small, variants, threads)                      # compile everything first
+        separate_walks(w, small, variants, threads)
+        t_sweep, wi = run(w, acc, variants, threads)
+        t_walks, b = separate_walks(w, acc, variants, threads)
+        same = np.array_equal(wi.fault, b)
+        checks.append(f"{'ok      ' if same else 'MISMATCH'} what-if sweep == {k} separate walks "
+                      f"(fault matrix, {n:,} x {k}), {case}")
+        rows.append(Row(FAMILY, case, SWEEP, n * k, t_sweep, "access-configs", (separate_name(k),),
+                        extra=dict(walks=wi.timing["walks"], walk_s=wi.timing["walk_seconds"],
+                                   decide_s=wi.timing["decide_seconds"])))
+        rows.append(Row(FAMILY, case, separate_name(k), n * k, t_walks, "access-configs",
+                        short="separate walks"))
+        del wi, b
+    return rows, checks
+
+
+def targets(rows):
+    case = "16 decision-only"
+    return [target_ratio(f"what-if: sweep of {case} configs >= 5x 16 separate walks",
+                         ratio(rows, FAMILY, case, SWEEP, separate_name(16)), 5)]
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    mmu = demo.build_guest()
-    w = mmu.walker()
-    acc = demo.make_trace(args.n, seed=1)
-    small = acc[:20000]
-    for v in (DECIDE, MIXED):                                # compile everything first
-        run(w, small, v, args.threads)
-        separate_walks(w, small, v, args.threads)
-    rows = []
-    for label, variants in (("16 decision-only", DECIDE), ("12 decision + 4 walk-changing", MIXED)):
-        t_sweep, wi = run(w, acc, variants, args.threads)
-        t_walks, b = separate_walks(w, acc, variants, args.threads)
-        assert np.array_equal(wi.fault, b), "sweep and separate walks disagree"
-        rows.append((label, wi.timing["walks"], t_sweep, wi.timing["walk_seconds"],
-                     wi.timing["decide_seconds"], t_walks, t_walks / t_sweep))
-        del wi
+    args = ap.parse_args(argv)
+    rows, checks = measure(args.n, threads=args.threads)
+    print(f"machine: {machine_line()}")
     print(f"demo guest, {args.n:,} accesses, threads={args.threads or 'all'}")
     print(f"{'sweep':32s} {'walks':>5s} {'sweep s':>8s} {'walk s':>7s} {'decide s':>9s} "
           f"{'K walks s':>10s} {'speed-up':>9s}")
-    for label, nw, ts, twk, td, tw, r in rows:
-        print(f"{label:32s} {nw:5d} {ts:8.2f} {twk:7.2f} {td:9.2f} {tw:10.2f} {r:8.1f}x")
+    for case in SETS:
+        s = next(r for r in rows if r.case == case and r.contender == SWEEP)
+        b = next(r for r in rows if r.case == case and r.contender != SWEEP)
+        print(f"{case:32s} {s.extra['walks']:5d} {s.seconds:8.2f} {s.extra['walk_s']:7.2f} "
+              f"{s.extra['decide_s']:9.2f} {b.seconds:10.2f} {b.seconds / s.seconds:8.1f}x")
+    for c in checks:
+        print(c)
+    for t in targets(rows):
+        print(t.line())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
