@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(VPY) -m pytest -q
 	NUMBA_DISABLE_JIT=1 $(VPY) -m pytest -q -m nojit
 
-# Speed and scale measurements (they print tables and never fail on speed).
+# Speed measurements: one table, every contender next to a baseline of the same run, then
+# PASS/MISS targets (never fails on speed). BENCH_ARGS=--quick for a short run.
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+	$(VPY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
