@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, best_time, log, machine_line  # noqa: E402
+from common import Row, best_times, log, machine_line  # noqa: E402
 from vecmmu import CpuRole, EptRole, NestedGuest, NptRole  # noqa: E402
 from vecmmu import bits as B  # noqa: E402
 
@@ -87,8 +87,9 @@ def run_reference(g, addr):
 
 def measure_case(case, guest_mode, tdp_role, n, pages, *, threads=(1,), repeats=3, ref_n=0,
                  seed=1):
-    """The 1-D and 2-D walks of one nested guest at every thread count, and the reference
-    walker on the first ``ref_n`` addresses: ``(rows, checks)``. Rows carry
+    """The 1-D and 2-D walks of one nested guest at every thread count (best of ``repeats``
+    interleaved rounds after a warm-up call each), and the reference walker, once, on the
+    first ``ref_n`` addresses: ``(rows, checks)``. Rows carry
     ``extra=dict(refs=..., ok=...)`` (mean entries read per walk, share without fault)."""
     log(f"nested {case}: building {pages:,} pages ...")
     g, base = build(guest_mode, tdp_role, pages, seed)
@@ -96,28 +97,32 @@ def measure_case(case, guest_mode, tdp_role, n, pages, *, threads=(1,), repeats=
     addr = np.uint64(base) + rng.integers(0, pages * 4096, n, dtype=np.uint64)
     one_d, two_d = g.guest.walker(), g.walker()
     rows, checks, ref_row = [], [], None
+    timed, results = {}, {}
     for k in threads:
         for name, w, vs in ((one_d_name(k), one_d, ()), (two_d_name(k), two_d, (one_d_name(k), REF))):
-            log(f"  {name}")
-            w.translate(addr[:1000], user=True, threads=k)           # compile / warm
-            out = {}
-            t = best_time(lambda: out.__setitem__("r", w.translate(addr, user=True, threads=k)),
-                          repeats, warmup=False)
-            r = out.pop("r")
-            rows.append(Row(FAMILY, case, name, n, t, "translations", vs,
-                            short="1-D walk" if w is one_d else "",
-                            extra=dict(refs=float(r.refs.astype(np.int64).mean()),
-                                       ok=float((r.fault == 0).mean()))))
-            if w is two_d and ref_n and k == threads[0]:
-                m = min(ref_n, n)
-                log(f"  {REF} on {m:,}")
-                dt, fault, hpa = run_reference(g, addr[:m])
-                ref_row = Row(FAMILY, case, REF, m, dt, "translations", short="reference_tdp")
-                same = (all(f == "none" for f in fault) == bool((r.fault[:m] == 0).all())
-                        and np.array_equal(hpa, np.where(r.fault[:m] == 0, r.hpa[:m], 0)))
-                checks.append(f"{'ok      ' if same else 'MISMATCH'} {REF} == 2-D walk (fault, HPA) "
-                              f"on {m:,} accesses, {case}")
+            w.translate(addr[:1000], user=True, threads=k)           # compile
+            r = w.translate(addr, user=True, threads=k)              # the warm-up call
+            results[name] = (vs, dict(refs=float(r.refs.astype(np.int64).mean()),
+                                      ok=float((r.fault == 0).mean())),
+                             (r.fault[:ref_n].copy(), r.hpa[:ref_n].copy()) if w is two_d else None)
             del r
+            timed[name] = lambda w=w, k=k: w.translate(addr, user=True, threads=k)
+    log(f"  {len(timed)} walks: {repeats} interleaved rounds")
+    best = best_times(timed, repeats, warmup=False)
+    for name, (vs, extra, _head) in results.items():
+        rows.append(Row(FAMILY, case, name, n, best[name], "translations", vs,
+                        short="1-D walk" if name.startswith("1-D") else "", extra=extra))
+    if ref_n:
+        kfault, khpa = results[two_d_name(threads[0])][2]
+        m = min(ref_n, n)
+        log(f"  {REF} on {m:,}")
+        dt, fault, hpa = run_reference(g, addr[:m])
+        ref_row = Row(FAMILY, case, REF, m, dt, "translations", short="reference_tdp")
+        same = (np.array_equal(fault == "none", kfault == 0)
+                and np.array_equal(hpa, np.where(kfault == 0, khpa, 0)))
+        checks.append(f"{'ok      ' if same else 'MISMATCH'} {REF} == 2-D walk (fault, HPA) "
+                      f"on {m:,} accesses, {case}")
+    del results
     return rows + ([ref_row] if ref_row else []), checks
 
 

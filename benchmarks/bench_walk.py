@@ -11,7 +11,8 @@ Two guests, 4-level paging with NXE, WP, SMEP, SMAP and PKE (a modern kernel's s
 N random mapped addresses (random offsets) with a mix of reads, writes and fetches by user
 and supervisor code that mostly succeeds (about 1 % of accesses get a random kind and
 privilege, so some fault) go through each contender; translations per second are the best
-of three timed calls after a warm-up call (compilation excluded). See README.md for what
+of three timed rounds (each round calls every contender once in turn, so load from other
+jobs hits them alike) after a warm-up call each (compilation excluded). See README.md for what
 each row means. Speed targets are printed as PASS/MISS; the exit status is 0 either way.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (REPO, Row, Target, best_time, cpu_snapshot, log,  # noqa: E402
+from common import (REPO, Row, Target, best_times, cpu_snapshot, log,  # noqa: E402
                     machine_line, other_cpu_use, ratio, target_ratio, with_threads)
 from vecmmu import Mmu, make_accesses  # noqa: E402
 from vecmmu.kernels import cpu_walk as K  # noqa: E402
@@ -398,7 +399,8 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
     ``n`` random accesses (:func:`make_workload`); ``translate()`` for every thread count
     and order; the kernel alone (:class:`KernelDirect`) for ``kernel_threads``; the
     numpy walk on the first ``numpy_n``; the naive loop (1 thread; also under ``prange``
-    when 2 is in ``naive_threads``); the reference walker on the first ``ref_n``. Checks
+    when 2 is in ``naive_threads``): best of ``repeats`` interleaved rounds
+    (:func:`common.best_times`); the reference walker, once, on the first ``ref_n``. Checks
     (strings starting "ok" or "MISMATCH") compare the numpy walk, the naive loop and the
     reference walker with the kernel first, which also compiles everything."""
     case = g.case
@@ -423,36 +425,30 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
                   f"{int(ok.sum()):,} successful accesses, case {case}")
     del r, ngpa, nfault
 
+    # every contender, timed in interleaved rounds (common.best_times)
+    timed = {}                                   # name -> (callable, n, baselines)
     for order in orders:
         for k in threads:
-            log(f"  translate() threads={k} order={order}")
-            t = best_time(lambda: w.translate(batch, threads=k, order=order), repeats)
-            add(translate_name(k, order), n, t, (NAIVE, NUMPY))
+            timed[translate_name(k, order)] = (
+                lambda k=k, order=order: w.translate(batch, threads=k, order=order), n, (NAIVE, NUMPY))
     if sorted_row:
         sbatch = batch[np.argsort(batch["addr"], kind="stable")]
-        log("  translate() threads=1, sorted addresses")
-        t = best_time(lambda: w.translate(sbatch, threads=1), repeats)
-        add(SORTED, n, t, (NAIVE, NUMPY))
-        del sbatch
-    if kernel_threads:
-        kd = KernelDirect(w, batch)
-        for k in kernel_threads:
-            log(f"  cpu_translate only threads={k}")
-            t = best_time(with_threads(k, kd), repeats)
-            add(kernel_name(k), n, t, (NAIVE, NUMPY))
-        del kd
-    log("  naive loop")
-    t = best_time(lambda: naive_walk(addr, g.ram64, g.mmu.ram_base, g.root), repeats)
-    add(NAIVE, n, t, (NUMPY,))
+        timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY))
+    kd = KernelDirect(w, batch) if kernel_threads else None
+    for k in kernel_threads:
+        timed[kernel_name(k)] = (with_threads(k, kd), n, (NAIVE, NUMPY))
+    timed[NAIVE] = (lambda: naive_walk(addr, g.ram64, g.mmu.ram_base, g.root), n, (NUMPY,))
     if 2 in naive_threads and numba.config.NUMBA_NUM_THREADS > 1:
-        t = best_time(with_threads(2, lambda: naive_walk_par(addr, g.ram64, g.mmu.ram_base, g.root)),
-                      repeats)
-        add(NAIVE_PAR, n, t, (NAIVE, NUMPY))
-    log("  numpy walk")
+        timed[NAIVE_PAR] = (with_threads(2, lambda: naive_walk_par(addr, g.ram64, g.mmu.ram_base,
+                                                                   g.root)), n, (NAIVE, NUMPY))
     np_n = min(numpy_n, n)
     a_np, af_np = addr[:np_n], af[:np_n]
-    t = best_time(lambda: nw.translate(a_np, af_np), repeats)
-    add(NUMPY, np_n, t, (REFW,))
+    timed[NUMPY] = (lambda: nw.translate(a_np, af_np), np_n, (REFW,))
+    log(f"  {len(timed)} contenders: a warm-up call each, then {repeats} interleaved rounds")
+    best = best_times({name: v[0] for name, v in timed.items()}, repeats)
+    for name, (_fn, nn, vs) in timed.items():
+        add(name, nn, best[name], vs)
+    del timed, kd
     log("  reference walker")
     ref_n = min(ref_n, n)
     t0 = time.perf_counter()
@@ -511,8 +507,9 @@ def main(argv=None):
     print(f"  this machine is shared ({os.cpu_count()} cores, other jobs may run): absolute figures "
           f"are noise, read the ratios (all from this one run)")
     cpu0 = cpu_snapshot()
-    print(f"  {n:,} addresses per case; best of {args.repeats} after a warm-up; numpy walk on "
-          f"{np_n:,}, reference walker on {ref_n:,} (rates are per second either way)")
+    print(f"  {n:,} addresses per case; best of {args.repeats} interleaved rounds after a "
+          f"warm-up; numpy walk on {np_n:,}, reference walker on {ref_n:,} (rates are per "
+          f"second either way)")
 
     log("building guests ...")
     large = build_large(npages, args.run_pages, rng)

@@ -89,6 +89,23 @@ def best_time(fn, repeats=3, warmup=True):
     return best
 
 
+def best_times(fns: dict, repeats=3, warmup=True) -> dict:
+    """Best wall time of each of ``fns`` (name -> callable), timed in ``repeats`` rounds
+    that call every function once in turn (after one warm-up call each), so a burst of
+    load from other jobs on a shared machine hits every contender alike rather than all
+    the repeats of one."""
+    if warmup:
+        for fn in fns.values():
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def with_threads(k, fn):
     """``fn`` run with numba's thread count set to ``k`` (restored afterwards)."""
     import numba

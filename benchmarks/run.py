@@ -227,8 +227,9 @@ def main(argv=None) -> int:
         ("" if set(only) == set(FAMILIES) else f" --only {','.join(only)}")
     print(f"$ {cmd}")
     print(f"machine: {machine_line()}")
-    print("rates: best of a few calls after a warm-up unless noted; every ratio is between two "
-          "rows of this run (absolute rates on this shared machine are noise)")
+    print("rates: best of a few timed calls after a warm-up (walk and nested: in rounds that "
+          "call every contender in turn) unless noted below; every ratio is between two rows "
+          "of this run (absolute rates on this shared machine are noise)")
     print()
     for ln in table(rows):
         print(ln)
