@@ -86,14 +86,16 @@ def _compare_row(r, i, exp, ctx):
 
 
 @settings(max_examples=120, **SETTINGS)
-@given(r=roles, seed=st.integers(0, 2**31), semantics=st.sampled_from(["hardware", "kvm"]))
-def test_kernel_equals_reference(r, seed, semantics):
+@given(r=roles, seed=st.integers(0, 2**31), semantics=st.sampled_from(["hardware", "kvm"]),
+       prefetch=st.booleans())
+def test_kernel_equals_reference(r, seed, semantics, prefetch):
     role, regs_in, mem, cr3s, pdptes, rng = _setup(r, seed)
     walk = PageWalk(role, mem, cr3s, pdptes=pdptes, semantics=semantics)
     a = _accesses(rng, role, 300)
     pkru = a.pop("pkru")
     res = walk.translate(a["addr"], a["kind"], user=a["user"], ac=a["ac"], implicit=a["implicit"],
-                         stack=a["stack"], asid=a["asid"], pkru=pkru, trace=True)
+                         stack=a["stack"], asid=a["asid"], pkru=pkru, trace=True,
+                         prefetch=prefetch)
     read = ref_reader(mem)
     for i in range(len(res)):
         asid = int(a["asid"][i])
@@ -167,10 +169,13 @@ def test_thread_count_does_not_change_results(threads):
     walk = PageWalk(role, mem, frames[3])
     rng = np.random.default_rng(3)
     a = _accesses(rng, role, 50_000)
-    base = walk.translate(a["addr"], a["kind"], user=a["user"], threads=1, chunk=4096)
-    got = walk.translate(a["addr"], a["kind"], user=a["user"], threads=threads, chunk=1 << 20)
-    for col in base.columns():
-        assert np.array_equal(base.columns()[col], got.columns()[col]), col
+    base = walk.translate(a["addr"], a["kind"], user=a["user"], threads=1, chunk=4096,
+                          prefetch=False)
+    for prefetch in (False, True):
+        got = walk.translate(a["addr"], a["kind"], user=a["user"], threads=threads,
+                             chunk=1 << 20, prefetch=prefetch)
+        for col in base.columns():
+            assert np.array_equal(base.columns()[col], got.columns()[col]), (col, prefetch)
 
 
 @settings(max_examples=20, **SETTINGS)
@@ -182,8 +187,8 @@ def test_grouped_order_same_results(r, seed):
     walk = PageWalk(role, mem, cr3s, pdptes=pdptes)
     a = _accesses(rng, role, 500)
     kw = dict(user=a["user"], ac=a["ac"], asid=a["asid"], pkru=a["pkru"], trace=True)
-    base = walk.translate(a["addr"], a["kind"], **kw)
-    got = walk.translate(a["addr"], a["kind"], order="grouped", chunk=128, **kw)
+    base = walk.translate(a["addr"], a["kind"], prefetch=False, **kw)
+    got = walk.translate(a["addr"], a["kind"], order="grouped", chunk=128, prefetch=True, **kw)
     for col in base.columns():
         assert np.array_equal(base.columns()[col], got.columns()[col]), col
     assert np.array_equal(base.trace_value, got.trace_value)

@@ -41,6 +41,7 @@ from .result import Translation, acc_string
 from .role import CpuRole, EptRole, NptRole, RegisterError
 
 DEFAULT_CHUNK = 1 << 20
+PREFETCH_MIN_BYTES = 32 << 20     # translate(prefetch=None): prefetch over more memory than this
 
 
 class PdpteError(RegisterError):
@@ -275,7 +276,7 @@ class PageWalk:
                   size=None, asid=None, pkru=None, table=False, guest_acc=None,
                   trace: bool = False, ad: str | None = None, threads: int | None = None,
                   chunk: int = DEFAULT_CHUNK, order: str = "input",
-                  progress: bool | None = None) -> Translation:
+                  prefetch: bool | None = None, progress: bool | None = None) -> Translation:
         """Translate a batch of accesses.
 
         ``accesses`` is an access batch (:func:`vecmmu.make_accesses`), a DataFrame with
@@ -294,8 +295,15 @@ class PageWalk:
         ``order`` (cpu_walk without A/D): "input" walks accesses as given; "grouped" walks
         each chunk sorted by (address space, page) — a radix sort, so tables much larger
         than cache are read in ascending order — and still returns results in input
-        order. It pays only on tables far larger than cache (measured 1.4-1.8x on 1 M
-        scattered pages); on smaller ones the scattered result writes cost more (0.5x).
+        order. It pays only where table reads cost more than scattered result writes
+        (rarely: see benchmarks/README.md).
+
+        ``prefetch`` (cpu_walk of 4- and 5-level tables): request each
+        walk's table entries level by level while earlier walks compute (a software
+        pipeline across walks), so tables far larger than cache are walked several times
+        faster; on tables that stay in cache it costs some 15-20 %. It is a hint: results
+        never depend on it. Default (None): on when the memory is larger than
+        ``PREFETCH_MIN_BYTES`` (32 MiB).
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -371,13 +379,17 @@ class PageWalk:
         with _num_threads(threads):
             if self.kind == "cpu":
                 tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
-                self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order)
+                if prefetch is None:
+                    prefetch = sum(x.size for x in self.mem.slots) > PREFETCH_MIN_BYTES
+                self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
+                          bool(prefetch))
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
             return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
-    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order="input"):
+    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order="input",
+             prefetch=False):
         n = sel.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")
@@ -426,7 +438,7 @@ class PageWalk:
                                       scratch[0][:hi - lo], scratch[1][:hi - lo])
                 K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
                                 params, rsvd, perms, self._wopts, memt, *o,
-                                need_trace, t[0], t[1], ordr)
+                                need_trace, t[0], t[1], ordr, prefetch)
                 if ad == "trace" or (ad == "snapshot" and p == 1):
                     # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                     K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,

@@ -7,17 +7,49 @@ The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86` with ``tdp=None`
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from .physmem import read_ptr, write_ptr
+from ._jit import jit_walker
+from .physmem import find_slot, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL,
                       W_KVM_UNBACKED, walk_x86_flat)
 
 
+LANES = 16          # walks per block: the unit of the prefetch pipeline
+SUPER = 4096        # addresses per parallel work item
+_RING = 8           # blocks in flight (>= 5 levels + 1)
+
+
+@jit_walker
+def _prefetch_step(hp, root, va, stage, root_level, addr_mask, slot_base, slot_end, slot_ptr):
+    """One step of one walk's table prefetch: read the entry one level up (at host address
+    ``hp``, requested at the previous step; at ``stage == root_level - 1`` the root entry,
+    which is read directly) and request the entry at level ``stage``. Returns its host
+    address, or -1 (the walk stops there: not present, a large page, outside memory).
+
+    A hint only: it follows present, non-large entries through the address mask and
+    checks nothing else; the walk reads and checks every entry itself, so no result
+    depends on it. Reads are bounds-checked like the walker's."""
+    if stage == root_level - 1:
+        ea = root + ((va >> (9 * root_level)) & (511 * 8))
+        k = find_slot(slot_base, slot_end, ea, 8)
+        hp = slot_ptr[k] + (ea - slot_base[k]) if k >= 0 else np.int64(-1)
+    p = np.int64(-1)
+    if hp >= 0:
+        e = load_u64(hp)
+        if (e & 1) != 0 and (stage >= 3 or (e & 0x80) == 0):   # large pages at levels 2, 3
+            ea = (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8))
+            k = find_slot(slot_base, slot_end, ea, 8)
+            if k >= 0:
+                p = slot_ptr[k] + (ea - slot_base[k])
+                prefetch(p)
+    return p
+
 
 @pjit
 def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
-                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order):
+                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order,
+                  prefetch_on):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
@@ -30,40 +62,64 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
     ordered = order.shape[0] == n and n > 0
-    for j in prange(n):
-        i = np.int64(j)
-        if ordered:
-            i = order[j]
-        a = asid[i] if per_asid else asid[0]
-        pk = pkru[i] if per_pkru else pkru[0]
-        k = kind[i]
-        af = np.int64(0)
-        if k == 1:
-            af = np.int64(AF_WRITE)
-        elif k == 2:
-            af = np.int64(AF_FETCH)
-        if user[i] != 0:
-            af |= AF_USER
-        if ac[i] != 0:
-            af |= AF_AC
-        if implicit[i] != 0:
-            af |= AF_IMPLICIT
-        if stack[i] != 0:
-            af |= AF_STACK
-        (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-         tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                               mem, do_trace, tr_addr, tr_val, None, i, True)
-        o_fault[i] = f
-        o_ec[i] = ec
-        o_level[i] = lvl
-        o_eaddr[i] = ea
-        o_eval[i] = ev
-        o_leaf[i] = leaf
-        o_shift[i] = sh
-        o_acc[i] = acc
-        o_pkey[i] = pkey
-        o_refs[i] = refs
-        o_gpa[i] = gpa
+    nsup = (n + SUPER - 1) // SUPER
+    # software pipeline (4- and 5-level tables): each walk's entries are
+    # requested level by level in the blocks before its own, one level per block, spread
+    # over that block's walks, so they arrive while other walks compute
+    slot_base, slot_end, slot_ptr = mem
+    depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
+    addr_mask = fp[6] & ~fp[12]
+    for s in prange(nsup):
+        hp = np.empty((_RING, LANES), np.int64)
+        lo = s * SUPER
+        hi = min(n, lo + SUPER)
+        nb = (hi - lo + LANES - 1) // LANES
+        for step in range(-depth, nb):
+            for lane in range(LANES):
+                for d in range(depth, 0, -1):
+                    w = lo + (step + d) * LANES + lane
+                    if step + d >= 0 and w < hi:
+                        i = order[w] if ordered else np.int64(w)
+                        r = (step + d) % _RING
+                        hp[r, lane] = _prefetch_step(
+                            hp[r, lane], roots[asid[i] if per_asid else asid[0]], addr[i], d,
+                            fp[0], addr_mask, slot_base, slot_end, slot_ptr)
+                j = lo + step * LANES + lane
+                if step < 0 or j >= hi:
+                    continue
+                i = np.int64(j)
+                if ordered:
+                    i = order[j]
+                a = asid[i] if per_asid else asid[0]
+                pk = pkru[i] if per_pkru else pkru[0]
+                k = kind[i]
+                af = np.int64(0)
+                if k == 1:
+                    af = np.int64(AF_WRITE)
+                elif k == 2:
+                    af = np.int64(AF_FETCH)
+                if user[i] != 0:
+                    af |= AF_USER
+                if ac[i] != 0:
+                    af |= AF_AC
+                if implicit[i] != 0:
+                    af |= AF_IMPLICIT
+                if stack[i] != 0:
+                    af |= AF_STACK
+                (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
+                 tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
+                                       mem, do_trace, tr_addr, tr_val, None, i, True)
+                o_fault[i] = f
+                o_ec[i] = ec
+                o_level[i] = lvl
+                o_eaddr[i] = ea
+                o_eval[i] = ev
+                o_leaf[i] = leaf
+                o_shift[i] = sh
+                o_acc[i] = acc
+                o_pkey[i] = pkey
+                o_refs[i] = refs
+                o_gpa[i] = gpa
 
 
 @jit

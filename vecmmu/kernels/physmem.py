@@ -82,9 +82,13 @@ if _numba.config.DISABLE_JIT:
 
     def store_u32(addr, value):
         _ctypes.c_uint32.from_address(int(addr)).value = int(value) & 0xFFFFFFFF
+
+    def prefetch(addr):
+        pass
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
+    from numba.core import cgutils as _cgutils
     from numba.extending import intrinsic as _intrinsic
 
     @_intrinsic
@@ -118,6 +122,20 @@ else:
             builder.store(builder.trunc(args[1], _ir.IntType(32)), ptr, align=1)
             return context.get_dummy_value()
         return _types.void(_types.int64, _types.int64), codegen
+
+    @_intrinsic
+    def prefetch(typingctx, addr):
+        """A hint to bring the line at host address ``addr`` into cache (``llvm.prefetch``:
+        read, high locality). It never faults, whatever the address, and changes no
+        result: walkers use it only to overlap the cache misses of independent walks."""
+        def codegen(context, builder, signature, args):
+            i8p = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+            builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+        return _types.void(_types.int64), codegen
 
 
 @jit

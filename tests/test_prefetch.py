@@ -1,0 +1,88 @@
+"""The table prefetch of ``cpu_translate`` (``translate(prefetch=...)``, kernels/cpu_walk.py).
+
+It is a hint, so two things are checked: results never depend on it (here on built
+tables; on random garbage tables in test_walk_properties.py), and, with the JIT off,
+where the prefetch intrinsic is a Python function that can be watched, it requests
+exactly the entries below the root that the walks then read: a wrong index, level or
+large-page rule would still give right answers, only slowly, and nothing else would notice.
+"""
+import numba
+import numpy as np
+import pytest
+
+from vecmmu import Mmu
+from vecmmu.kernels import cpu_walk
+from vecmmu.walk import PREFETCH_MIN_BYTES
+
+watchable = pytest.mark.skipif(
+    not numba.config.DISABLE_JIT,
+    reason="the prefetch hint is a Python function only with NUMBA_DISABLE_JIT=1")
+
+
+def _guest(mode, ram_size=64 << 20):
+    """Scattered 4 KiB runs, 2 MiB and 1 GiB pages, holes: every way a walk can stop."""
+    m = Mmu.for_mode(mode, ram_size=ram_size, gbpages=True)
+    rng = np.random.default_rng(5)
+    top = 1 << (47 if mode == "4level" else 56)
+    vas = []
+    for k in range(40):
+        va = int(rng.integers(0, top >> 21)) << 21
+        m.map(va, 3 * 4096, user=bool(k & 1))
+        vas += [va, va + 4096 + 5, va + 2 * 4096 + 4095, va + 3 * 4096]   # last: not present
+    for k in range(6):
+        va = (int(rng.integers(0, top >> 30)) << 30) | (1 << 29)
+        m.map(va, 2 << 20, pa=0x20_0000 * (k + 1), page_size=2 << 20)
+        vas += [va + 77, va + (1 << 20)]
+    va = int(rng.integers(0, top >> 30)) << 30
+    m.map(va, 1 << 30, pa=1 << 30, page_size=1 << 30)
+    vas += [va, va + 12345]
+    vas += [int(x) << 12 for x in rng.integers(0, top >> 12, 50)]          # mostly unmapped
+    return m, np.array(vas, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("mode", ["4level", "5level"])
+def test_results_do_not_depend_on_prefetch(mode):
+    m, vas = _guest(mode)
+    w = m.walker()
+    kinds = np.arange(vas.shape[0]) % 3
+    off = w.translate(vas, kinds, user=kinds == 0, trace=True, prefetch=False)
+    for order in ("input", "grouped"):
+        on = w.translate(vas, kinds, user=kinds == 0, trace=True, prefetch=True, order=order)
+        for col, v in off.columns().items():
+            assert np.array_equal(v, on.columns()[col]), (col, order)
+        assert np.array_equal(off.trace_addr, on.trace_addr)
+
+
+@watchable
+@pytest.mark.nojit
+@pytest.mark.parametrize("mode", ["4level", "5level"])
+def test_prefetch_requests_the_entries_walks_read(mode, monkeypatch):
+    m, vas = _guest(mode)
+    w = m.walker()
+    seen = []
+    monkeypatch.setattr(cpu_walk, "prefetch", seen.append)
+    r = w.translate(vas, trace=True, prefetch=True)
+    slot_base, _, slot_ptr = m.mem.slot_pointers()
+    assert slot_base.shape[0] == 1
+    requested = sorted(int(p) - int(slot_ptr[0]) + int(slot_base[0]) for p in seen)
+    root_level = 4 if mode == "4level" else 5
+    walked = sorted(int(a) for a in r.trace_addr[:, :root_level - 1].ravel() if a >= 0)
+    assert requested == walked            # one request per entry below the root, no more
+
+
+@watchable
+@pytest.mark.nojit
+def test_default_prefetches_only_over_large_memory(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cpu_walk, "prefetch", seen.append)
+    small = Mmu.for_mode("4level", ram_size=PREFETCH_MIN_BYTES)
+    small.map(0x40_0000, 4096)
+    small.walker().translate([0x40_0000])
+    assert seen == []
+    big = Mmu.for_mode("4level", ram_size=PREFETCH_MIN_BYTES + 4096)
+    big.map(0x40_0000, 4096)
+    big.walker().translate([0x40_0000])
+    assert len(seen) == 3                 # PDPTE, PDE, PTE
+    seen.clear()
+    big.walker().translate([0x40_0000], prefetch=False)
+    assert seen == []
