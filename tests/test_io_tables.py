@@ -126,3 +126,20 @@ def test_detection_errors(tmp_path):
     e.write_text("")
     with pytest.raises(TraceError, match="empty"):
         open_trace(e)
+
+
+def test_parquet_reader_memory_does_not_grow_with_the_file(tmp_path):
+    """pyarrow's Parquet batch reader pre-buffers by default: it caches the column chunks
+    it reads (small row groups: the whole file at once) until it is closed, so memory grows
+    with the file. The reader's Arrow memory must stay a few row groups' worth."""
+    import pyarrow as pa
+    rng = np.random.default_rng(1)
+    rows, groups = 10_000, 100
+    p = tmp_path / "big.parquet"
+    batches = (make_accesses(rng.integers(0, 2**64 - 1, rows, dtype=np.uint64), 0)
+               for _ in range(groups))       # random addresses: ~100 KB per row group
+    write_parquet(p, batches)
+    size = p.stat().st_size
+    seen = [pa.total_allocated_bytes() for _ in ParquetReader(p, chunk=rows)]
+    assert len(seen) == groups
+    assert max(seen) < size // 3, (max(seen), size)

@@ -303,7 +303,9 @@ class ParquetReader(_TableReader):
         super().__init__(path, chunk=chunk, user=user, progress=progress)
         _pa, pq = _pyarrow()
         try:
-            self._pf = pq.ParquetFile(self.path)
+            # pre_buffer=False: with pyarrow's default (True), the batch reader caches every
+            # column chunk it reads until it is closed, so memory grows with the file
+            self._pf = pq.ParquetFile(self.path, pre_buffer=False)
         except Exception as e:      # pyarrow raises ArrowInvalid / OSError variants
             raise TraceError(f"{self.path}: not a readable Parquet file ({e})") from None
         self.header = self._pf.schema_arrow.names
