@@ -1,6 +1,6 @@
 """Peak memory of streaming a trace: the ceiling must not grow with the trace.
 
-    python benchmarks/bench_memory.py [--sizes 10e6,100e6] [--formats parquet,lackey]
+    python benchmarks/bench_memory.py [--sizes 10e6,100e6] [--formats parquet,lackey,csv]
                                       [--chunk 1048576] [--keep DIR]
 
 For each format and size, a synthetic trace (uniform over 64 MiB of a 4-level guest with
@@ -24,12 +24,12 @@ import time
 
 CHILD_GEN = r"""
 import sys
-from vecmmu.io import write_parquet, write_lackey
+from vecmmu.io import write_csv, write_lackey, write_parquet
 from vecmmu.io.synth import generate
 fmt, n, path = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]
 batches = generate("uniform", n, chunk=1 << 21, seed=1, start=0x10000000, size=0x4000000,
                    kinds=(6, 3, 1))
-(write_parquet if fmt == "parquet" else write_lackey)(path, batches)
+{"parquet": write_parquet, "csv": write_csv, "lackey": write_lackey}[fmt](path, batches)
 """
 
 CHILD_SUM = r"""
