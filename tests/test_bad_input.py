@@ -194,6 +194,66 @@ def test_csv_errors_name_line_and_column(tmp_path):
         read_trace(p)
 
 
+def _pa_column(kind, values):
+    import pyarrow as pa
+    if kind == "dict":
+        return pa.array(values, pa.string()).dictionary_encode()
+    if kind == "list":
+        return pa.array(values, pa.list_(pa.int64()))
+    return pa.array(values, kind)
+
+
+@pytest.mark.parametrize("column, kind, values, msg", [
+    ("kind", "dict", ["read", "write", None, "read"], r"row 2: column 'kind' is empty"),
+    ("kind", "string", ["read", "jump", "read", "read"], r"row 1: column 'kind': 'jump' is not"),
+    ("kind", "dict", ["read", "read", "read", "jump"], r"row 3: column 'kind': 'jump' is not one of"),
+    ("kind", "int8", [0, 1, 7, 2], r"row 2: column 'kind': 7 is out of range"),
+    ("kind", "float64", [0.0, 1.0, 2.0, 1.0], r"row 0: column 'kind': '0.0' is not one of"),
+    ("address", "float64", [1.0, 2.0, 3.0, 4.0], r"row 0: column 'address' holds floating-point"),
+    ("address", "uint64", [1, 2, 3, None], r"row 3: column 'address' is empty"),
+    ("address", "int64", [1, -5, 3, 4], r"row 1: column 'address': -5 is negative"),
+    ("address", "bool", [True, False, True, True], r"row 0: column 'address' holds bool values"),
+    ("address", "string", ["0x1", "0x2", "", "0x4"], r"row 2: column 'address' is empty"),
+    ("address", "dict", ["0x1", "0x2", "0x1", "zz"], r"row 3: column 'address': 'zz' is not"),
+    ("size", "float64", [1.0, 1.5, 2.0, 4.0], r"row 1: column 'size': '1.5' is not an integer"),
+    ("size", "string", ["1", "2", "abc", "4"], r"row 2: column 'size': 'abc' is not an integer"),
+    ("size", "uint32", [1, 0, 2, 4], r"row 1: column 'size': 0 is out of range"),
+    ("size", "int32", [1, 2, None, 4], r"row 2: column 'size' is empty"),
+    ("privilege", "uint8", [3, 0, 5, 3], r"row 2: column 'privilege': 5 is out of range"),
+    ("privilege", "dict", ["user", "user", "root", "root"], r"row 2: column 'privilege': 'root'"),
+    ("asid", "uint32", [0, None, 1, 1], r"row 1: column 'asid' is empty"),
+    ("ac", "int64", [0, 1, 2, 0], r"row 2: column 'ac': 2 is out of range"),
+    ("kind", "list", [[1], [2], [], None], r"row 0: column 'kind' holds list<.*> values"),
+    ("size", "list", [[1], [2], [], None], r"row 0: column 'size' holds list<.*> values"),
+    ("address", "list", [[1], [2], [], None], r"row 0: column 'address' holds list<"),
+])
+def test_parquet_bad_values_name_file_row_and_column(tmp_path, column, kind, values, msg):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    cols = {"address": pa.array([0x1000, 0x2000, 0x3000, 0x4000], pa.uint64())}
+    cols[column] = _pa_column(kind, values)
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table(cols), p)
+    with pytest.raises(TraceError, match=r"t\.parquet: " + msg):
+        read_trace(p)
+
+
+def test_parquet_and_csv_errors_count_rows_across_chunks(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    kinds = ["read"] * 50
+    kinds[37] = "jump"
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"address": pa.array(range(50), pa.uint64()),
+                             "kind": pa.array(kinds).dictionary_encode()}), p, row_group_size=16)
+    with pytest.raises(TraceError, match=r"t\.parquet: row 37: column 'kind': 'jump'"):
+        read_trace(p, chunk=16)
+    c = tmp_path / "t.csv"
+    c.write_text("address,kind\n" + "".join(f"{i},{k}\n" for i, k in enumerate(kinds)))
+    with pytest.raises(TraceError, match=r"t\.csv:39: column 'kind': 'jump'"):
+        read_trace(c, chunk=16)
+
+
 def test_truncated_champsim_and_parquet(tmp_path):
     from vecmmu.io import write_parquet
     p = tmp_path / "t.parquet"
