@@ -12,7 +12,6 @@ import pytest
 
 from vecmmu import Mmu
 from vecmmu.kernels import cpu_walk
-from vecmmu.walk import PREFETCH_MIN_BYTES
 
 watchable = pytest.mark.skipif(
     not numba.config.DISABLE_JIT,
@@ -37,7 +36,12 @@ def _guest(mode, ram_size=64 << 20):
     m.map(va, 1 << 30, pa=1 << 30, page_size=1 << 30)
     vas += [va, va + 12345]
     vas += [int(x) << 12 for x in rng.integers(0, top >> 12, 50)]          # mostly unmapped
-    return m, np.array(vas, dtype=np.uint64)
+    vas = np.array(vas, dtype=np.uint64)
+    while True:          # scattered: no block of 16 starts and ends in one 2 MiB region
+        vas = rng.permutation(vas)
+        first, last = vas[::16], vas[np.minimum(np.arange(15, vas.shape[0] + 15, 16), vas.shape[0] - 1)]
+        if ((first ^ last) >> np.uint64(21)).all():
+            return m, vas
 
 
 @pytest.mark.parametrize("mode", ["4level", "5level"])
@@ -72,17 +76,22 @@ def test_prefetch_requests_the_entries_walks_read(mode, monkeypatch):
 
 @watchable
 @pytest.mark.nojit
-def test_default_prefetches_only_over_large_memory(monkeypatch):
+def test_local_blocks_skip_the_prefetch(monkeypatch):
+    """A block of 16 walks from one 2 MiB region is not prefetched (its lines are in
+    cache after the first walk); a scattered block is; prefetch=False turns it off."""
     seen = []
     monkeypatch.setattr(cpu_walk, "prefetch", seen.append)
-    small = Mmu.for_mode("4level", ram_size=PREFETCH_MIN_BYTES)
-    small.map(0x40_0000, 4096)
-    small.walker().translate([0x40_0000])
+    m = Mmu.for_mode("4level", ram_size=16 << 20)
+    m.map(0x40_0000, 16 * 4096)
+    m.map(0x7F00_0000_0000, 4096)
+    w = m.walker()
+    local = 0x40_0000 + 4096 * np.arange(16, dtype=np.uint64)
+    w.translate(local)
     assert seen == []
-    big = Mmu.for_mode("4level", ram_size=PREFETCH_MIN_BYTES + 4096)
-    big.map(0x40_0000, 4096)
-    big.walker().translate([0x40_0000])
-    assert len(seen) == 3                 # PDPTE, PDE, PTE
+    scattered = local.copy()
+    scattered[-1] = 0x7F00_0000_0000
+    w.translate(scattered)
+    assert len(seen) == 3 * 16            # PDPTE, PDE, PTE of every walk
     seen.clear()
-    big.walker().translate([0x40_0000], prefetch=False)
+    w.translate(scattered, prefetch=False)
     assert seen == []

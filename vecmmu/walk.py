@@ -41,7 +41,6 @@ from .result import Translation, acc_string
 from .role import CpuRole, EptRole, NptRole, RegisterError
 
 DEFAULT_CHUNK = 1 << 20
-PREFETCH_MIN_BYTES = 32 << 20     # translate(prefetch=None): prefetch over more memory than this
 
 
 class PdpteError(RegisterError):
@@ -276,7 +275,7 @@ class PageWalk:
                   size=None, asid=None, pkru=None, table=False, guest_acc=None,
                   trace: bool = False, ad: str | None = None, threads: int | None = None,
                   chunk: int = DEFAULT_CHUNK, order: str = "input",
-                  prefetch: bool | None = None, progress: bool | None = None) -> Translation:
+                  prefetch: bool = True, progress: bool | None = None) -> Translation:
         """Translate a batch of accesses.
 
         ``accesses`` is an access batch (:func:`vecmmu.make_accesses`), a DataFrame with
@@ -298,12 +297,12 @@ class PageWalk:
         order. It pays only where table reads cost more than scattered result writes
         (rarely: see benchmarks/README.md).
 
-        ``prefetch`` (cpu_walk of 4- and 5-level tables): request each
-        walk's table entries level by level while earlier walks compute (a software
-        pipeline across walks), so tables far larger than cache are walked several times
-        faster; on tables that stay in cache it costs some 15-20 %. It is a hint: results
-        never depend on it. Default (None): on when the memory is larger than
-        ``PREFETCH_MIN_BYTES`` (32 MiB).
+        ``prefetch`` (cpu_walk of 4- and 5-level tables): request each walk's table
+        entries level by level while earlier walks compute (a software pipeline across
+        walks), so tables far larger than cache are walked several times faster. Blocks of
+        16 walks that start and end in one 2 MiB region skip it (their lines are in cache);
+        on scattered walks over tables that fit in cache it costs some 15-20 %. A hint:
+        results never depend on it.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -379,8 +378,6 @@ class PageWalk:
         with _num_threads(threads):
             if self.kind == "cpu":
                 tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
-                if prefetch is None:
-                    prefetch = sum(x.size for x in self.mem.slots) > PREFETCH_MIN_BYTES
                 self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
                           bool(prefetch))
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)

@@ -63,24 +63,35 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     per_pkru = pkru.shape[0] == n and n > 1
     ordered = order.shape[0] == n and n > 0
     nsup = (n + SUPER - 1) // SUPER
-    # software pipeline (4- and 5-level tables): each walk's entries are
-    # requested level by level in the blocks before its own, one level per block, spread
-    # over that block's walks, so they arrive while other walks compute
+    # software pipeline (4- and 5-level tables): each walk's entries are requested level
+    # by level in the blocks before its own, one level per block, spread over that block's
+    # walks, so they arrive while other walks compute. A block whose first and last walks
+    # are in one 2 MiB region of one address space (a local trace, or small tables: their
+    # lines are already in cache) skips it.
     slot_base, slot_end, slot_ptr = mem
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     addr_mask = fp[6] & ~fp[12]
     for s in prange(nsup):
         hp = np.empty((_RING, LANES), np.int64)
+        active = np.zeros(_RING, np.bool_)
         lo = s * SUPER
         hi = min(n, lo + SUPER)
         nb = (hi - lo + LANES - 1) // LANES
         for step in range(-depth, nb):
+            qb = step + depth                         # the block entering the pipeline
+            if depth > 0 and qb < nb:
+                w0 = lo + qb * LANES
+                w1 = min(hi, w0 + LANES) - 1
+                i0 = order[w0] if ordered else np.int64(w0)
+                i1 = order[w1] if ordered else np.int64(w1)
+                active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
+                                      or (per_asid and asid[i0] != asid[i1]))
             for lane in range(LANES):
                 for d in range(depth, 0, -1):
                     w = lo + (step + d) * LANES + lane
-                    if step + d >= 0 and w < hi:
+                    r = (step + d) % _RING
+                    if step + d >= 0 and w < hi and active[r]:
                         i = order[w] if ordered else np.int64(w)
-                        r = (step + d) % _RING
                         hp[r, lane] = _prefetch_step(
                             hp[r, lane], roots[asid[i] if per_asid else asid[0]], addr[i], d,
                             fp[0], addr_mask, slot_base, slot_end, slot_ptr)
