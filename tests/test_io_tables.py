@@ -355,3 +355,14 @@ def test_parquet_reads_only_the_schema_columns(tmp_path):
     (b, extras), = list(r.iter_tables())
     assert list(b["addr"]) == [1, 2]
     assert extras["timestamp"][0] == 5 and np.isnan(extras["timestamp"][1])
+
+
+@ENGINES
+@pytest.mark.parametrize("text, rows", [("address,kind\n", 0), ("address,kind", 0),
+                                        ("address,kind\r\n", 0), ("address,kind\n0x1,w", 1),
+                                        ("\ufeffaddress,kind\n0x1,w\n", 1)])
+def test_csv_header_only_and_bom(tmp_path, engine, text, rows):
+    p = tmp_path / "t.csv"
+    p.write_text(text, encoding="utf-8")
+    b = CsvReader(p, engine=engine).read()
+    assert b.shape == (rows,) and (rows == 0 or (b["addr"][0], b["kind"][0]) == (1, 1))

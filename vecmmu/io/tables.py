@@ -655,7 +655,10 @@ class CsvReader(_TableReader):
             self._size = f.size
         if not head.strip():
             raise TraceError(f"{self.path}: file is empty")
-        first = head.split(b"\n", 1)[0].decode("latin-1")
+        first_line, nl, rest = head.partition(b"\n")
+        # a header and nothing else (not even a newline): no rows
+        self._no_rows = not (nl and rest) and len(head) < 65536
+        first = first_line.removeprefix(b"\xef\xbb\xbf").decode("latin-1")     # UTF-8 BOM
         self.sep = sep or ("\t" if first.count("\t") > first.count(",") else ",")
         self.header = [c.strip() for c in first.strip("\r").split(self.sep)]
         self._columns(self.header)
@@ -674,6 +677,8 @@ class CsvReader(_TableReader):
         return names, keep
 
     def _raw_chunks(self):
+        if self._no_rows:
+            return
         prog = Progress(None, f"reading {self.path.name}", enabled=self.progress, unit=" rows")
         try:
             if self.engine == "arrow":
