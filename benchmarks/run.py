@@ -190,7 +190,7 @@ def table(rows) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="Families: " + ", ".join(FAMILIES))
-    ap.add_argument("--quick", action="store_true", help="smaller inputs (about 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="smaller inputs (about a minute on a 2-core machine)")
     ap.add_argument("--only", default=",".join(FAMILIES),
                     help="comma-separated families to run (default: all)")
     args = ap.parse_args(argv)
