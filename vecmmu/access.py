@@ -35,6 +35,17 @@ _KIND_WORDS = {"r": 0, "read": 0, "l": 0, "load": 0,
                "x": 2, "f": 2, "fetch": 2, "i": 2, "exec": 2, "instr": 2}
 
 
+def concat_accesses(parts) -> np.ndarray:
+    """One access batch from several (a trace read in chunks). Concatenates byte views:
+    numpy copies the packed structured dtype field by field, about 10x slower."""
+    parts = list(parts)
+    if not parts:
+        return np.zeros(0, dtype=ACCESS_DTYPE)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(ACCESS_DTYPE)
+
+
 def _kind_array(kind, n: int) -> np.ndarray:
     if isinstance(kind, str):
         if kind.lower() not in _KIND_WORDS:
@@ -148,30 +159,49 @@ def check_batch(batch: np.ndarray) -> np.ndarray:
     """``batch`` if it is a valid 1-D ACCESS_DTYPE array; otherwise a ValueError naming
     the field and the first bad index (enumerations and flags are checked: the kernels
     trust them)."""
+    return _checked(batch)[0]
+
+
+def _checked(batch: np.ndarray):
+    """``(batch, (largest size, largest asid))`` after :func:`check_batch`'s checks: one
+    jitted pass over the batch's bytes; numpy finds the bad index only on failure."""
     if batch.ndim != 1:
         raise ValueError(f"an access batch must be 1-D, not shape {batch.shape}")
     if not batch.shape[0]:
-        return batch
-    for name, hi in (("kind", 2), ("user", 1), ("ac", 1), ("implicit", 1), ("stack", 1)):
-        col = batch[name]
-        if int(col.max()) > hi:
-            i = int(np.flatnonzero(col > hi)[0])
-            what = "0 (read), 1 (write) or 2 (fetch)" if name == "kind" else "0 or 1"
-            raise ValueError(f"access batch: {name}[{i}] = {int(col[i])} is not {what}")
-    sz = batch["size"]
-    if int(sz.min()) < 1 or int(sz.max()) > 4096:
+        return batch, (0, 0)
+    from .kernels.trace_parse import scan_accesses
+    f = ACCESS_DTYPE.fields
+    mk, mf, smin, smax, amax = scan_accesses(
+        np.ascontiguousarray(batch).view(np.uint8), ACCESS_DTYPE.itemsize,
+        *(f[k][1] for k in ("kind", "user", "ac", "implicit", "stack", "size", "asid")))
+    if mk > 2 or mf > 1:
+        for name, hi in (("kind", 2), ("user", 1), ("ac", 1), ("implicit", 1), ("stack", 1)):
+            col = batch[name]
+            if int(col.max()) > hi:
+                i = int(np.flatnonzero(col > hi)[0])
+                what = "0 (read), 1 (write) or 2 (fetch)" if name == "kind" else "0 or 1"
+                raise ValueError(f"access batch: {name}[{i}] = {int(col[i])} is not {what}")
+    if smin < 1 or smax > 4096:
+        sz = batch["size"]
         i = int(np.flatnonzero((sz < 1) | (sz > 4096))[0])
         raise ValueError(f"access batch: size[{i}] = {int(sz[i])} is out of range (1..4096 bytes)")
-    return batch
+    return batch, (int(smax), int(amax))
 
 
 def as_accesses(obj, **kw) -> np.ndarray:
     """Accept an ACCESS_DTYPE array, a DataFrame (columns named as the fields), or
     addresses plus keyword arrays; return an ACCESS_DTYPE array."""
+    return accesses_and_maxima(obj, **kw)[0]
+
+
+def accesses_and_maxima(obj, **kw):
+    """Accept an ACCESS_DTYPE array, a DataFrame (columns named as the fields), or
+    addresses plus keyword arrays; return ``(batch, (largest size, largest asid))``, the
+    batch an ACCESS_DTYPE array (checked)."""
     if isinstance(obj, np.ndarray) and obj.dtype == ACCESS_DTYPE:
         if kw:
             raise TypeError(f"an access batch already says {sorted(kw)}; pass only the batch")
-        return check_batch(obj)
+        return _checked(obj)
     if isinstance(obj, np.ndarray) and obj.dtype.names is not None:
         missing = [f for f in ACCESS_DTYPE.names if f not in obj.dtype.names]
         raise TypeError(f"a structured array must have dtype vecmmu.ACCESS_DTYPE to be an access "
@@ -183,5 +213,5 @@ def as_accesses(obj, **kw) -> np.ndarray:
             raise ValueError(f"the DataFrame needs an 'addr' column (has {list(obj.columns)})")
         cols = {c: obj[c].to_numpy() for c in ACCESS_DTYPE.names if c in obj.columns and c != "addr"}
         cols.update(kw)
-        return make_accesses(obj["addr"].to_numpy(), **cols)
-    return make_accesses(obj, **kw)
+        return _checked(make_accesses(obj["addr"].to_numpy(), **cols))
+    return _checked(make_accesses(obj, **kw))

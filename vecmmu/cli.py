@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .access import concat_accesses
+
 EPILOG = """examples:
   vecmmu demo
   vecmmu demo --trace-file data/wordfreq.lackey.xz
@@ -637,7 +639,7 @@ def _trace_convert(args) -> int:
     r = open_trace(args.input, args.format, progress=args.progress)
     batches = _limited(r, args.limit)
     if write.__name__ == "write_csv" and args.output.lower().endswith(".gz"):
-        batches = [np.concatenate(list(batches))]
+        batches = [concat_accesses(batches)]
     kw = {}
     if write.__name__ == "write_parquet" and len(r.asid_keys) > 1:
         kw = {}
@@ -658,7 +660,7 @@ def _trace_generate(args) -> int:
         kw.update(start=args.start, stride=args.stride, size=args.size)
     batches = synth.generate(args.pattern, args.n, seed=args.seed, **kw)
     if write.__name__ == "write_csv" and args.output.lower().endswith(".gz"):
-        batches = [np.concatenate(list(batches))]
+        batches = [concat_accesses(batches)]
     n = write(args.output, batches)
     print(f"{args.pattern}: {n:,} accesses (seed {args.seed}) -> {args.output}")
     return 0
@@ -693,7 +695,7 @@ def cmd_whatif(args) -> int:
         walk, _sp, desc = _space(args, args.trace_file)
         if args.trace_file:
             parts = list(_limited(_open_reader(args), args.limit))
-            acc = np.concatenate(parts) if parts else None
+            acc = concat_accesses(parts) if parts else None
         else:
             raise ValueError("--dump/--maps need --trace-file (the accesses to study)")
     else:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import bits as B
-from .access import as_accesses
+from .access import accesses_and_maxima
 from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
@@ -306,7 +306,7 @@ class PageWalk:
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
-        acc = as_accesses(accesses, **kw)
+        acc, (max_size, max_asid) = accesses_and_maxima(accesses, **kw)
         n_in = acc.shape[0]
         if ad not in (None, "trace", "snapshot"):
             raise ValueError(f"ad must be None, 'trace' or 'snapshot', not {ad!r}")
@@ -324,13 +324,13 @@ class PageWalk:
                 if not s.writable:
                     raise PermissionError(f"A/D updates need writable memory; memslot {s.name!r} "
                                           f"is read-only")
-        if n_in and int(acc["asid"].max()) >= len(self.cr3):
+        if n_in and max_asid >= len(self.cr3):
             bad = int(np.flatnonzero(acc["asid"] >= len(self.cr3))[0])
             raise ValueError(f"asid[{bad}] = {int(acc['asid'][bad])}, but the walker has "
                              f"{len(self.cr3)} root(s)")
 
         # a page-crossing access is two translations (sizes of 1 never cross)
-        if n_in and int(acc["size"].max()) > 1:
+        if n_in and max_size > 1:
             cross = ((acc["addr"] & np.uint64(0xFFF)) + acc["size"].astype(np.uint64)) > np.uint64(4096)
         else:
             cross = np.zeros(0, dtype=bool)

@@ -46,7 +46,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..access import ACCESS_DTYPE
+from ..access import ACCESS_DTYPE, concat_accesses
 from ..kernels.trace_parse import parse_int_cells
 from ._files import InputFile, Progress, TraceError, atomic_output
 from .traces import TraceReader
@@ -603,9 +603,7 @@ def _slice(batch, extras, a, b):
 def _join(parts):
     if len(parts) == 1:
         return parts[0]
-    # through byte views: concatenating the packed structured dtype itself is ~10x slower
-    batch = np.concatenate([np.ascontiguousarray(p[0]).view(np.uint8) for p in parts]
-                           ).view(ACCESS_DTYPE)
+    batch = concat_accesses(p[0] for p in parts)
     extras = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
     return batch, extras
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..access import ACCESS_DTYPE
+from ..access import ACCESS_DTYPE, concat_accesses
 from ._files import TraceError, check_path, read_head
 
 DEFAULT_CHUNK = 1 << 22          # accesses per batch (about 84 MiB of ACCESS_DTYPE)
@@ -70,9 +70,7 @@ class TraceReader:
                 break
             parts.append(b)
             n += b.shape[0]
-        if not parts:
-            return np.zeros(0, dtype=ACCESS_DTYPE)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return concat_accesses(parts)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, chunk={self.chunk})"

@@ -354,3 +354,29 @@ def format_lackey(addr, kind, size, out):
         out[k] = _NL
         k += 1
     return k
+
+
+@jit
+def scan_accesses(raw, itemsize, o_kind, o_user, o_ac, o_implicit, o_stack, o_size, o_asid):
+    """One branch-free pass over an access batch's bytes (``raw``: its flat uint8 view;
+    ``o_*``: field offsets): ``(max kind, OR of the four flags, min size, max size,
+    max asid)``. A flag above 1 shows as an OR above 1."""
+    n = raw.shape[0] // itemsize
+    mk = np.int64(0)
+    mf = np.int64(0)
+    smin = np.int64(1) << 40
+    smax = np.int64(0)
+    amax = np.int64(0)
+    for i in range(n):
+        b = i * itemsize
+        mk = max(mk, np.int64(raw[b + o_kind]))
+        mf |= (np.int64(raw[b + o_user]) | np.int64(raw[b + o_ac]) | np.int64(raw[b + o_implicit])
+               | np.int64(raw[b + o_stack]))
+        s = (np.int64(raw[b + o_size]) | (np.int64(raw[b + o_size + 1]) << 8)
+             | (np.int64(raw[b + o_size + 2]) << 16) | (np.int64(raw[b + o_size + 3]) << 24))
+        a = (np.int64(raw[b + o_asid]) | (np.int64(raw[b + o_asid + 1]) << 8)
+             | (np.int64(raw[b + o_asid + 2]) << 16) | (np.int64(raw[b + o_asid + 3]) << 24))
+        smin = min(smin, s)
+        smax = max(smax, s)
+        amax = max(amax, a)
+    return mk, mf, smin, smax, amax
