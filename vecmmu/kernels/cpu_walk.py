@@ -7,7 +7,7 @@ The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86` with ``tdp=None`
 import numpy as np
 
 from ._jit import jit, pjit, prange
-from ._jit import jit_walker
+from ._jit import jit_nrt_free, jit_walker
 from .physmem import find_slot, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL,
@@ -59,10 +59,28 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     ``n``, or 0 for input order) the order to walk in: results still go to row ``i``.
     """
     n = addr.shape[0]
+    nsup = (n + SUPER - 1) // SUPER
+    for s in prange(nsup):
+        hp = np.empty((_RING, LANES), np.int64)
+        active = np.zeros(_RING, np.bool_)
+        _translate_range(s * SUPER, min(n, s * SUPER + SUPER), hp, active, addr, kind, user,
+                         ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
+                         mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
+                         o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order, prefetch_on)
+
+
+@jit_nrt_free
+def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, asid, pkru,
+                     roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
+                     o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
+                     tr_val, order, prefetch_on):
+    """Addresses ``lo..hi`` of :func:`cpu_translate` (one parallel work item; ``hp`` and
+    ``active``: the prefetch pipeline's scratch). A call, not inlined into the ``prange``
+    body: Numba's parfor passes grow with the body's size, and the walker is large."""
+    n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
     ordered = order.shape[0] == n and n > 0
-    nsup = (n + SUPER - 1) // SUPER
     # software pipeline (4- and 5-level tables): each walk's entries are requested level
     # by level in the blocks before its own, one level per block, spread over that block's
     # walks, so they arrive while other walks compute. A block whose first and last walks
@@ -71,66 +89,61 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     slot_base, slot_end, slot_ptr = mem
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     addr_mask = fp[6] & ~fp[12]
-    for s in prange(nsup):
-        hp = np.empty((_RING, LANES), np.int64)
-        active = np.zeros(_RING, np.bool_)
-        lo = s * SUPER
-        hi = min(n, lo + SUPER)
-        nb = (hi - lo + LANES - 1) // LANES
-        for step in range(-depth, nb):
-            qb = step + depth                         # the block entering the pipeline
-            if depth > 0 and qb < nb:
-                w0 = lo + qb * LANES
-                w1 = min(hi, w0 + LANES) - 1
-                i0 = order[w0] if ordered else np.int64(w0)
-                i1 = order[w1] if ordered else np.int64(w1)
-                active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
-                                      or (per_asid and asid[i0] != asid[i1]))
-            for lane in range(LANES):
-                for d in range(depth, 0, -1):
-                    w = lo + (step + d) * LANES + lane
-                    r = (step + d) % _RING
-                    if step + d >= 0 and w < hi and active[r]:
-                        i = order[w] if ordered else np.int64(w)
-                        hp[r, lane] = _prefetch_step(
-                            hp[r, lane], roots[asid[i] if per_asid else asid[0]], addr[i], d,
-                            fp[0], addr_mask, slot_base, slot_end, slot_ptr)
-                j = lo + step * LANES + lane
-                if step < 0 or j >= hi:
-                    continue
-                i = np.int64(j)
-                if ordered:
-                    i = order[j]
-                a = asid[i] if per_asid else asid[0]
-                pk = pkru[i] if per_pkru else pkru[0]
-                k = kind[i]
-                af = np.int64(0)
-                if k == 1:
-                    af = np.int64(AF_WRITE)
-                elif k == 2:
-                    af = np.int64(AF_FETCH)
-                if user[i] != 0:
-                    af |= AF_USER
-                if ac[i] != 0:
-                    af |= AF_AC
-                if implicit[i] != 0:
-                    af |= AF_IMPLICIT
-                if stack[i] != 0:
-                    af |= AF_STACK
-                (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-                 tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                                       mem, do_trace, tr_addr, tr_val, None, i, True)
-                o_fault[i] = f
-                o_ec[i] = ec
-                o_level[i] = lvl
-                o_eaddr[i] = ea
-                o_eval[i] = ev
-                o_leaf[i] = leaf
-                o_shift[i] = sh
-                o_acc[i] = acc
-                o_pkey[i] = pkey
-                o_refs[i] = refs
-                o_gpa[i] = gpa
+    nb = (hi - lo + LANES - 1) // LANES
+    for step in range(-depth, nb):
+        qb = step + depth                         # the block entering the pipeline
+        if depth > 0 and qb < nb:
+            w0 = lo + qb * LANES
+            w1 = min(hi, w0 + LANES) - 1
+            i0 = order[w0] if ordered else np.int64(w0)
+            i1 = order[w1] if ordered else np.int64(w1)
+            active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
+                                  or (per_asid and asid[i0] != asid[i1]))
+        for lane in range(LANES):
+            for d in range(depth, 0, -1):
+                w = lo + (step + d) * LANES + lane
+                r = (step + d) % _RING
+                if step + d >= 0 and w < hi and active[r]:
+                    i = order[w] if ordered else np.int64(w)
+                    hp[r, lane] = _prefetch_step(
+                        hp[r, lane], roots[asid[i] if per_asid else asid[0]], addr[i], d,
+                        fp[0], addr_mask, slot_base, slot_end, slot_ptr)
+            j = lo + step * LANES + lane
+            if step < 0 or j >= hi:
+                continue
+            i = np.int64(j)
+            if ordered:
+                i = order[j]
+            a = asid[i] if per_asid else asid[0]
+            pk = pkru[i] if per_pkru else pkru[0]
+            k = kind[i]
+            af = np.int64(0)
+            if k == 1:
+                af = np.int64(AF_WRITE)
+            elif k == 2:
+                af = np.int64(AF_FETCH)
+            if user[i] != 0:
+                af |= AF_USER
+            if ac[i] != 0:
+                af |= AF_AC
+            if implicit[i] != 0:
+                af |= AF_IMPLICIT
+            if stack[i] != 0:
+                af |= AF_STACK
+            (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
+             tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
+                                   mem, do_trace, tr_addr, tr_val, None, i, True)
+            o_fault[i] = f
+            o_ec[i] = ec
+            o_level[i] = lvl
+            o_eaddr[i] = ea
+            o_eval[i] = ev
+            o_leaf[i] = leaf
+            o_shift[i] = sh
+            o_acc[i] = acc
+            o_pkey[i] = pkey
+            o_refs[i] = refs
+            o_gpa[i] = gpa
 
 
 @jit
