@@ -374,7 +374,8 @@ NAIVE_PAR = "naive Numba loop 2t*"
 NUMPY = "numpy walk, same semantics"
 REFW = "reference walker (tests/)"
 SORTED = "translate() 1t, pre-sorted addr*"
-SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker"}
+NOPF = "translate() 1t, order=input, prefetch=False"
+SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch"}
 
 
 def translate_name(k, order):
@@ -430,7 +431,10 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
     for order in orders:
         for k in threads:
             timed[translate_name(k, order)] = (
-                lambda k=k, order=order: w.translate(batch, threads=k, order=order), n, (NAIVE, NUMPY))
+                lambda k=k, order=order: w.translate(batch, threads=k, order=order), n,
+                (NAIVE, NUMPY, NOPF))
+    if "input" in orders:            # the same walk without the table-prefetch pipeline
+        timed[NOPF] = (lambda: w.translate(batch, threads=1, prefetch=False), n, (NAIVE, NUMPY))
     if sorted_row:
         sbatch = batch[np.argsort(batch["addr"], kind="stable")]
         timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY))
