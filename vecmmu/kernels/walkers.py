@@ -79,6 +79,14 @@ FMT_GMET = 2048
 W_KVM_UNBACKED = 1      # K13: an unbacked table read is a not-present fault
 W_CHECK_FINAL = 2       # hardware: the final address must be backed (else UNBACKED)
 
+# Constants passed to the non-inlined walkers (walk_ept, tdp_translate): as numpy scalars
+# Numba types them bool/int64, not Literal[...], so each walker compiles once instead of
+# once per combination of constant arguments (five tdp_translate compiles, ~10 s each).
+_T = np.bool_(True)
+_F = np.bool_(False)
+_I2 = np.int64(2)
+_I5 = np.int64(5)
+
 ACC_WRITE = 2
 ACC_USER = 4
 ACC_EXEC = 8
@@ -188,7 +196,7 @@ def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
         if table:
             w = kvm or (fflags & FMT_EPT_AD) != 0         # K1: KVM always writes; EPT A/D: writes
             f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
-                gpa, w, False, False, fp, rsvd, perms, root, wopts, check_final, mem,
+                gpa, w, _F, _F, fp, rsvd, perms, root, wopts, check_final, mem,
                 do_trace, tr_addr, tr_val, tr_i, tr_row)
             q = np.int64(3) if w else np.int64(1)
         else:
@@ -293,7 +301,7 @@ def _make_walk_x86(NESTED):
             if NESTED:
                 um = cpl3 if _is_npt(tdp) else True           # MBEC: paging off is user-mode (R18)
                 (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5, True)
+                    tdp, gpa, _F, write, fetch and not write, um, acc, mem, ttr, i, _I5, _T)
                 refs += trefs
                 if tf != F_NONE:
                     fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
@@ -330,7 +338,7 @@ def _make_walk_x86(NESTED):
                 phys = ea
                 if NESTED:
                     (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                        tdp, ea, True, False, False, False, zero, mem, ttr, i, 2, False)
+                        tdp, ea, _T, _F, _F, _F, zero, mem, ttr, i, _I2, _F)
                     refs += trefs
                     if tf != F_NONE:
                         fg = ea if not kvm else ea & ~np.int64(0xFFF)
@@ -371,7 +379,7 @@ def _make_walk_x86(NESTED):
             phys = ea
             if NESTED:                               # the guest table access, through TDP
                 (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, ea, True, False, False, False, zero, mem, ttr, i, level - 1, False)
+                    tdp, ea, _T, _F, _F, _F, zero, mem, ttr, i, level - 1, _F)
                 refs += trefs
                 if tf != F_NONE:
                     fg = ea if not kvm else ea & ~np.int64(0xFFF)
@@ -442,7 +450,7 @@ def _make_walk_x86(NESTED):
             if _is_npt(tdp):
                 um = cpl3
             (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                tdp, gpa, False, write, fetch and not write, um, acc, mem, ttr, i, 5, False)
+                tdp, gpa, _F, write, fetch and not write, um, acc, mem, ttr, i, _I5, _F)
             refs += trefs
             if tf != F_NONE:
                 fg = gpa if not kvm else gpa & ~np.int64(0xFFF)
@@ -500,8 +508,8 @@ def tdp_translate_write(tdp, gpa, mem, ttr):
     fp, rsvd, perms, root, wopts = tdp
     zero = np.int64(0)
     f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
-        gpa, True, False, False, fp, rsvd, perms, root, wopts, False, mem,
-        False, ttr[1], ttr[2], 0, 0)
+        gpa, _T, _F, _F, fp, rsvd, perms, root, wopts, _F, mem,
+        _F, ttr[1], ttr[2], zero, zero)
     q = np.int64(3) | ((prot & 7) << 3) | (np.int64(1) << 7)
     if (fp[5] & FMT_MBEC) != 0:
         q |= ((prot >> 10) & 1) << 6
@@ -529,8 +537,8 @@ def _guest_entry_gpa(addr, level, root_level, root, pdptes, pdpte_row, fp, tdp, 
         if lvl == level:
             return ea
         (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-            tdp, ea, True, False, False, False, np.int64(0), mem, (False, ttr[1], ttr[2]), 0, 0,
-            False)
+            tdp, ea, _T, _F, _F, _F, np.int64(0), mem, (_F, ttr[1], ttr[2]), np.int64(0), np.int64(0),
+            _F)
         k = find_slot(slot_base, slot_end, thpa, pte_size)
         pte = load_entry(slot_ptr[k] + (thpa - slot_base[k]), pte_size) & ~fp[12]
         table = pte & addr_mask
