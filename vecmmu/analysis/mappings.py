@@ -295,7 +295,6 @@ def _ranges_frame(cols, va_bits, sign, merge, kernel_start, role) -> pd.DataFram
         if merge == "frames":
             same &= contig
         if same.any():
-            grp = np.concatenate([[0], np.cumsum(~same)])
             first = np.flatnonzero(np.concatenate([[True], ~same]))
             lastk = np.concatenate([first[1:] - 1, [va.shape[0] - 1]])
             allc = np.ones(va.shape[0], bool)

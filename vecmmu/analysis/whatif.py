@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..access import ACCESS_DTYPE, as_accesses
 from ..bits import FAULT_NAMES, Fault
-from ..format import FMT_PFERR_FETCH, PageFormat, pkru_bitmask
+from ..format import FMT_PFERR_FETCH, PageFormat
 from ..kernels import decide as KD
 from ..kernels.tdp_walk import NESTED_COLS
 from ..result import COLUMNS, STAGE_CATEGORIES, Translation

@@ -309,7 +309,6 @@ def address_space_from_maps(maps, pagemap=None, *, huge: bool = False, absent: s
             pm = (pm[0], np.where((pm[1] & np.uint64(PM_PRESENT)) != 0,
                                   pm[1] | np.uint64(PM_PFN_MASK), pm[1]))   # marked: make up
     user = vmas[vmas["start"].to_numpy(np.uint64) < np.uint64(USER_TOP_5)]
-    dropped = len(vmas) - len(user)
     ends = user["end"].to_numpy(np.uint64)
     max_va = int(ends.max()) if len(user) else 0
     frames = _Frames()

@@ -4,8 +4,6 @@ two-dimensional walk (a ``cpu_walk`` stacked on a ``tdp_walk``).
 Both write one row of an int64 result matrix per access (columns ``TDP_COLS`` /
 ``NESTED_COLS``); :mod:`vecmmu.walk` turns the columns into typed arrays.
 """
-import numpy as np
-
 from ._jit import jit_nrt_free, pjit, prange
 from .walkers import AF_FETCH, AF_USER, AF_WRITE, tdp_translate, walk_x86_nested
 
