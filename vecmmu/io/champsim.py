@@ -74,8 +74,8 @@ class ChampSimReader(TraceReader):
         first = 0
         with InputFile(self.path) as f:
             prog = Progress(f.size, f"reading {self.path.name}", enabled=self.progress)
-            buf = bytearray(nbytes)
             while True:
+                buf = np.empty(nbytes, np.uint8)    # fresh per batch: records are yielded as views
                 got = 0
                 view = memoryview(buf)
                 while got < nbytes:                 # compressed streams return short reads
@@ -92,7 +92,7 @@ class ChampSimReader(TraceReader):
                         f"number of 64-byte ChampSim input_instr records: record {first + got // RECORD_SIZE} "
                         f"at byte offset {first * RECORD_SIZE + got - got % RECORD_SIZE:#x} has only "
                         f"{got % RECORD_SIZE} bytes (truncated file, or not an input_instr trace)")
-                recs = np.frombuffer(bytes(buf[:got]), dtype=INPUT_INSTR_DTYPE)
+                recs = buf[:got].view(INPUT_INSTR_DTYPE)
                 self._check(recs, first)
                 yield first, recs
                 first += recs.shape[0]
