@@ -385,8 +385,7 @@ class PageWalk:
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
             return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
-    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order="input",
-             prefetch=False):
+    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch):
         n = sel.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")

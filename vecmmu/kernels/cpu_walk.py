@@ -8,7 +8,7 @@ import numpy as np
 
 from ._jit import jit, pjit, prange
 from ._jit import jit_nrt_free, jit_walker
-from .physmem import find_slot, load_u64, prefetch, read_ptr, write_ptr
+from .physmem import host_addr, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL,
                       W_KVM_UNBACKED, walk_x86_flat)
@@ -30,17 +30,15 @@ def _prefetch_step(hp, root, va, stage, root_level, addr_mask, slot_base, slot_e
     checks nothing else; the walk reads and checks every entry itself, so no result
     depends on it. Reads are bounds-checked like the walker's."""
     if stage == root_level - 1:
-        ea = root + ((va >> (9 * root_level)) & (511 * 8))
-        k = find_slot(slot_base, slot_end, ea, 8)
-        hp = slot_ptr[k] + (ea - slot_base[k]) if k >= 0 else np.int64(-1)
+        hp = host_addr(slot_base, slot_end, slot_ptr,
+                       root + ((va >> (9 * root_level)) & (511 * 8)), 8)
     p = np.int64(-1)
     if hp >= 0:
         e = load_u64(hp)
         if (e & 1) != 0 and (stage >= 3 or (e & 0x80) == 0):   # large pages at levels 2, 3
-            ea = (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8))
-            k = find_slot(slot_base, slot_end, ea, 8)
-            if k >= 0:
-                p = slot_ptr[k] + (ea - slot_base[k])
+            p = host_addr(slot_base, slot_end, slot_ptr,
+                          (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8)), 8)
+            if p >= 0:
                 prefetch(p)
     return p
 

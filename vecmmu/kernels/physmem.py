@@ -146,21 +146,30 @@ def load_entry(ptr, size):
     return load_u32(ptr)
 
 
+@jit_walker
+def host_addr(slot_base, slot_end, slot_ptr, addr, size):
+    """The host address of ``[addr, addr + size)`` if one memslot holds it all, else -1
+    (host addresses of user memory are positive)."""
+    k = find_slot(slot_base, slot_end, addr, size)
+    if k < 0:
+        return np.int64(-1)
+    return slot_ptr[k] + (addr - slot_base[k])
+
+
 @jit
 def read_ptr(slot_base, slot_end, slot_ptr, addr, size):
     """``(ok, value)`` of the ``size``-byte entry at physical ``addr`` (bounds-checked)."""
-    k = find_slot(slot_base, slot_end, addr, size)
-    if k < 0:
+    p = host_addr(slot_base, slot_end, slot_ptr, addr, size)
+    if p < 0:
         return False, np.int64(0)
-    return True, load_entry(slot_ptr[k] + (addr - slot_base[k]), size)
+    return True, load_entry(p, size)
 
 
 @jit
 def write_ptr(slot_base, slot_end, slot_ptr, addr, size, value):
-    k = find_slot(slot_base, slot_end, addr, size)
-    if k < 0:
+    p = host_addr(slot_base, slot_end, slot_ptr, addr, size)
+    if p < 0:
         return False
-    p = slot_ptr[k] + (addr - slot_base[k])
     if size == 8:
         store_u64(p, value)
     else:
