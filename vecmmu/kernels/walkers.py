@@ -110,6 +110,48 @@ def access_pfec(write, fetch, user):
     return pfec
 
 
+@jit_walker
+def access_ec(af, fflags):
+    """``(pfec, ec_acc)`` of an access flag word: the permission-table bits (W, U, F; row =
+    pfec >> 1) and the error-code bits every #PF of this access carries (W, U, and I/D only
+    where the format reports it: K5/K7). Implicit accesses are supervisor accesses."""
+    write = (af & AF_WRITE) != 0
+    fetch = (af & AF_FETCH) != 0
+    pfec = access_pfec(write, fetch, (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0)
+    ec_acc = pfec & (PF_W | PF_U)
+    if fetch and (fflags & FMT_PFERR_FETCH) != 0:
+        ec_acc |= PF_FETCH
+    return pfec, ec_acc
+
+
+@jit_walker
+def leaf_fault(af, pfec, ec_acc, acc, pkey, pkru, pkru_mask, perms):
+    """``(fault, error_code)`` of an access at a reached leaf with rights ``acc`` and
+    protection key ``pkey`` (KVM: ``permission_fault``): the permission bitmask table row
+    for the access (SMAP's AC bit only for explicit accesses), then PKRU."""
+    not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
+    row = (pfec + (np.int64(not_smap) << 3)) >> 1
+    fault = (np.int64(perms[row]) >> acc) & 1
+    ec = ec_acc | PF_P
+    if pkru_mask != 0:
+        pk = (pkru >> (pkey * 2)) & 3
+        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
+        if pk != 0:
+            ec |= PF_PK
+            fault = 1
+    return fault, ec
+
+
+@jit_walker
+def leaf_frame(pte, addr_mask, page_shift, pse36_mask, level):
+    """The physical base of the page a leaf entry maps (PSE-36 bits for a 32-bit 4 MiB
+    page)."""
+    frame = pte & addr_mask & ~((np.int64(1) << page_shift) - 1)
+    if pse36_mask != 0 and level == 2:
+        frame |= ((pte >> 13) & pse36_mask) << 32
+    return frame
+
+
 @jit
 def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_final, mem,
              do_trace, tr_addr, tr_val, tr_i, tr_row):
@@ -279,13 +321,8 @@ def _make_walk_x86(NESTED):
         zero = np.int64(0)
         write = (af & AF_WRITE) != 0
         fetch = (af & AF_FETCH) != 0
-        user = (af & AF_USER) != 0 and (af & AF_IMPLICIT) == 0   # implicit accesses are supervisor
         cpl3 = (af & AF_USER) != 0
-        pfec = access_pfec(write, fetch, user)
-        # the error-code bits every #PF of this access carries (I/D only where reported, K5/K7)
-        ec_acc = pfec & (PF_W | PF_U)
-        if fetch and (fflags & FMT_PFERR_FETCH) != 0:
-            ec_acc |= PF_FETCH
+        pfec, ec_acc = access_ec(af, fflags)          # implicit accesses are supervisor
         if do_trace:
             for k in range(5):
                 tr_addr[tr_rowbase, k] = -1
@@ -425,25 +462,13 @@ def _make_walk_x86(NESTED):
             pkey = (pte >> 59) & 15
         page_shift = 12 + (level - 1) * index_bits
 
-        not_smap = (af & AF_AC) != 0 and (af & AF_IMPLICIT) == 0
-        row = (pfec + (np.int64(not_smap) << 3)) >> 1
-        fault = (np.int64(perms[row]) >> acc) & 1
-        ec = ec_acc | PF_P
-        if pkru_mask != 0:
-            pk = (pkru >> (pkey * 2)) & 3
-            pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
-            if pk != 0:
-                ec |= PF_PK
-                fault = 1
+        fault, ec = leaf_fault(af, pfec, ec_acc, acc, pkey, pkru, pkru_mask, perms)
         if fault != 0:
             return (F_PF, ec, zero, S_GUEST, level, zero, ea, raw, level, page_shift, acc, pkey, refs,
                     zero, zero, zero, zero, zero)
 
-        offset_mask = (np.int64(1) << page_shift) - 1
-        frame = pte & addr_mask & ~offset_mask
-        if pse36_mask != 0 and level == 2:                    # 32-bit 4 MiB page: PSE-36 bits
-            frame |= ((pte >> 13) & pse36_mask) << 32
-        gpa = frame | (addr & offset_mask)
+        gpa = leaf_frame(pte, addr_mask, page_shift, pse36_mask, level) | (
+            addr & ((np.int64(1) << page_shift) - 1))
 
         if NESTED:                                   # the final GPA, through TDP
             um = (acc & ACC_USER) != 0
