@@ -194,11 +194,13 @@ class KernelDirect:
             K.cpu_translate = real
         if not self.calls:
             raise RuntimeError("PageWalk.translate no longer calls kernels.cpu_walk.cpu_translate")
-        self.real = real
+        self.real, self.walker = real, walker
 
     def __call__(self):
         for a, kw in self.calls:
-            self.real(*a, **kw)
+            # a new memo epoch per replay, as translate() takes one per call: replaying the
+            # captured epoch would find every page already walked
+            self.real(*a[:-1], self.walker._memo.next_epoch(), **kw)
 
 
 def ref_reader(ram, base):
@@ -375,7 +377,9 @@ NUMPY = "numpy walk, same semantics"
 REFW = "reference walker (tests/)"
 SORTED = "translate() 1t, pre-sorted addr*"
 NOPF = "translate() 1t, order=input, prefetch=False"
-SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch"}
+NOMEMO = "translate() 1t, order=input, memo=False"
+SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch",
+         NOMEMO: "no memo"}
 
 
 def translate_name(k, order):
@@ -432,9 +436,10 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
         for k in threads:
             timed[translate_name(k, order)] = (
                 lambda k=k, order=order: w.translate(batch, threads=k, order=order), n,
-                (NAIVE, NUMPY, NOPF))
-    if "input" in orders:            # the same walk without the table-prefetch pipeline
+                (NAIVE, NUMPY, NOPF, NOMEMO))
+    if "input" in orders:            # the same walk without the table prefetch, or the memo
         timed[NOPF] = (lambda: w.translate(batch, threads=1, prefetch=False), n, (NAIVE, NUMPY))
+        timed[NOMEMO] = (lambda: w.translate(batch, threads=1, memo=False), n, (NAIVE, NUMPY))
     if sorted_row:
         sbatch = batch[np.argsort(batch["addr"], kind="stable")]
         timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -85,6 +86,48 @@ def _num_threads(threads):
         numba.set_num_threads(old)
 
 
+class _WalkMemo:
+    """The buffer of the kernels' walk memo (kernels/cpu_walk.py), kept by a walker between
+    calls: each call takes a new epoch instead of clearing it. One call at a time uses it;
+    a concurrent call on the same walker (threads) gets a buffer of its own."""
+
+    MAX_SETS = 1 << 12          # per part: 2 ways x 32 bytes -> 256 KiB per thread (L2)
+
+    def __init__(self):
+        self.buf = None
+        self.epoch = 0
+        self.lock = threading.Lock()
+
+    @classmethod
+    def rows(cls, n, parts):
+        """Rows per part: sets for about as many pages as the part has accesses (2 ways)."""
+        want = max(1, min(n, 2 * cls.MAX_SETS) // parts)
+        return 2 * (1 << max(8, min(cls.MAX_SETS.bit_length() - 1, (want - 1).bit_length())))
+
+    def next_epoch(self):
+        self.epoch += 1
+        if self.epoch > K.MEMO_EPOCH_MAX:           # epochs wrap: clear the buffer once
+            if self.buf is not None:
+                self.buf.fill(0)
+            self.epoch = 1
+        return np.int64(self.epoch)
+
+    @contextlib.contextmanager
+    def take(self, n, parts):
+        """``(buffer (parts, rows, 4), epoch)`` for one call."""
+        shape = (parts, self.rows(n, parts), 4)
+        if not self.lock.acquire(blocking=False):
+            yield np.zeros(shape, np.int64), np.int64(1)
+            return
+        try:
+            if self.buf is None or self.buf.shape != shape:
+                self.buf = None
+                self.buf = np.zeros(shape, np.int64)
+            yield self.buf, self.next_epoch()
+        finally:
+            self.lock.release()
+
+
 class _Progress:
     """A one-line progress report on stderr for long batches (only on a terminal)."""
 
@@ -145,6 +188,7 @@ class PageWalk:
         self.semantics = semantics
         self.mem = mem
         self.tdp = None
+        self._memo = _WalkMemo()
         self._wopts = K.W_KVM_UNBACKED if semantics == "kvm" else K.W_CHECK_FINAL
         self.pkru = self._check_pkru(pkru)
         self.enc_mask = int(enc_mask) & (2**64 - 1)
@@ -275,7 +319,8 @@ class PageWalk:
                   size=None, asid=None, pkru=None, table=False, guest_acc=None,
                   trace: bool = False, ad: str | None = None, threads: int | None = None,
                   chunk: int = DEFAULT_CHUNK, order: str = "input",
-                  prefetch: bool = True, progress: bool | None = None) -> Translation:
+                  prefetch: bool = True, memo: bool = True,
+                  progress: bool | None = None) -> Translation:
         """Translate a batch of accesses.
 
         ``accesses`` is an access batch (:func:`vecmmu.make_accesses`), a DataFrame with
@@ -303,6 +348,12 @@ class PageWalk:
         16 walks that start and end in one 2 MiB region skip it (their lines are in cache);
         on scattered walks over tables that fit in cache it costs some 15-20 %. A hint:
         results never depend on it.
+
+        ``memo`` (cpu_walk without A/D or trace): within one call memory does not change,
+        so each thread keeps every page's walk outcome (a 2-way set-associative table of up
+        to 2 M pages, 64 MiB per thread, kept by the walker for its next call) and decides
+        later accesses to the page from it without reading the tables again. Results are
+        the same either way; ``memo=False`` walks every access.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -379,16 +430,30 @@ class PageWalk:
             if self.kind == "cpu":
                 tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
                 self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
-                          bool(prefetch))
+                          bool(prefetch), bool(memo))
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
             return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
-    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch):
+    def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch, memo):
         n = sel.shape[0]
         if chunk <= 0:
             raise ValueError("chunk must be positive")
+        parts = numba.get_num_threads()
+        use_memo = (memo and tr is None and ad is None and self.role.paging
+                    and len(self.cr3) <= 4096)               # the asid sits in a tag's bits 11:0
+        if use_memo:
+            with self._memo.take(n, parts) as (buf, epoch):
+                self._run_chunks(cols, sel, af, asids, pk, tr, ad, chunk, progress, order,
+                                 prefetch, buf, epoch)
+        else:
+            self._run_chunks(cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch,
+                             np.zeros((parts, 0, 4), np.int64), np.int64(1))
+
+    def _run_chunks(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch,
+                    memo, epoch):
+        n = sel.shape[0]
         for k, dt in (("gpa", np.uint64), ("fault", np.uint8), ("error_code", np.uint64),
                       ("fault_level", np.uint8), ("entry_addr", np.uint64),
                       ("entry_value", np.uint64), ("leaf_level", np.uint8), ("page_shift", np.uint8),
@@ -434,7 +499,7 @@ class PageWalk:
                                       scratch[0][:hi - lo], scratch[1][:hi - lo])
                 K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
                                 params, rsvd, perms, self._wopts, memt, *o,
-                                need_trace, t[0], t[1], ordr, prefetch)
+                                need_trace, t[0], t[1], ordr, prefetch, memo, epoch)
                 if ad == "trace" or (ad == "snapshot" and p == 1):
                     # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                     K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,

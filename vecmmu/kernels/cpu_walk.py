@@ -8,10 +8,11 @@ import numpy as np
 
 from ._jit import jit, pjit, prange
 from ._jit import jit_nrt_free, jit_walker
-from .physmem import host_addr, load_u64, prefetch, read_ptr, write_ptr
+from .physmem import find_slot, host_addr, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
-                      AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, W_CHECK_FINAL,
-                      W_KVM_UNBACKED, walk_x86_flat)
+                      AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, PF_P, PF_RSVD,
+                      W_CHECK_FINAL, W_KVM_UNBACKED, access_ec, leaf_fault, leaf_frame,
+                      walk_x86_flat)
 
 
 LANES = 16          # walks per block: the unit of the prefetch pipeline
@@ -43,11 +44,110 @@ def _prefetch_step(hp, root, va, stage, root_level, addr_mask, slot_base, slot_e
     return p
 
 
+# --- the walk memo -------------------------------------------------------------------------
+# Without A/D write-back or a trace, memory does not change during a call, so a walk is a
+# function of (address space, 4 KiB page): the access enters only at the leaf
+# (walkers.leaf_fault, the error-code bits). The memo keeps each walked page's outcome, so
+# a later access to the same page is decided without reading the tables again. It is a
+# 2-way set-associative table of 4-word rows per parallel part (rows 2s and 2s+1 are set
+# s): tag = page address | asid; an info word; the entry address; the raw entry. Entries
+# carry the call's epoch, so a buffer is reused across calls without clearing. Every hit
+# re-checks the tag, so the memo (like the prefetch) never changes a result.
+MK_LEAF = 1             # walk reached its leaf: rights, pkey, page size, the leaf entry
+MK_PF = 2               # walk stopped with #PF before a leaf (not present, reserved bit)
+MK_UNBACKED = 3         # walk stopped at a table entry outside memory
+M_EPOCH = 40            # info bits 40..62: the epoch (1 .. MEMO_EPOCH_MAX)
+MEMO_EPOCH_MAX = (1 << 23) - 1
+M_CHECK = np.int64(1) << 29     # the leaf's frame is not wholly in one memslot
+
+
+@jit_walker
+def _memo_tag(addr, a, va_bits):
+    if va_bits == 32:
+        addr = addr & 0xFFFFFFFF
+    return (addr & ~np.int64(0xFFF)) | a
+
+
+@jit_walker
+def _memo_row(tag, set_mask):
+    """Way 0 of the tag's set (contiguous pages go to distinct sets)."""
+    v = tag >> 12
+    return ((v ^ (v >> 17) ^ ((tag & 0xFFF) << 7)) & set_mask) << 1
+
+
+@jit_walker
+def _memo_find(memo, row, tag, epoch):
+    if memo[row, 0] == tag and (memo[row, 1] >> M_EPOCH) == epoch:
+        return row
+    if memo[row + 1, 0] == tag and (memo[row + 1, 1] >> M_EPOCH) == epoch:
+        return row + 1
+    return np.int64(-1)
+
+
+@jit_walker
+def _memo_result(memo, r, addr, af, pk, fp, perms, slot_base, slot_end):
+    """The kernel's 11 outputs for an access to a memoised page (what ``walk_x86_flat``
+    returns for it): ``(fault, error_code, fault_level, entry_addr, entry_value, leaf,
+    page_shift, acc, pkey, refs, gpa)``."""
+    info = memo[r, 1]
+    ea = memo[r, 2]
+    raw = memo[r, 3]
+    level = (info >> 2) & 7
+    refs = (info >> 19) & 255
+    zero = np.int64(0)
+    pfec, ec_acc = access_ec(af, fp[5])
+    mk = info & 3
+    if mk == MK_PF:
+        ec = ec_acc | (((info >> 27) & 1) * PF_P) | (((info >> 28) & 1) * PF_RSVD)
+        return (np.int64(F_PF), ec, level, ea, raw, zero, zero, zero, zero, refs, zero)
+    if mk == MK_UNBACKED:
+        return (np.int64(F_UNBACKED), zero, level, ea, zero, zero, zero, zero, zero, refs, zero)
+    shift = (info >> 5) & 63
+    acc = (info >> 11) & 15
+    pkey = (info >> 15) & 15
+    fault, ec = leaf_fault(af, pfec, ec_acc, acc, pkey, pk, fp[10], perms)
+    if fault != 0:
+        return (np.int64(F_PF), ec, level, ea, raw, level, shift, acc, pkey, refs, zero)
+    gpa = leaf_frame(raw & ~fp[12], fp[6], shift, fp[9], level) | (
+        addr & ((np.int64(1) << shift) - 1))
+    if (info & M_CHECK) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
+        return (np.int64(F_UNBACKED), zero, zero, gpa, zero, level, shift, acc, pkey, refs, gpa)
+    return (np.int64(F_NONE), zero, zero, ea, raw, level, shift, acc, pkey, refs, gpa)
+
+
+@jit_walker
+def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, fp, wopts,
+               slot_base, slot_end):
+    """Keep a walk's access-independent outcome in way 0 of its set (way 0 moves to way 1).
+    Not kept: non-canonical addresses (#GP/#SS, decided before any table read) and a leaf
+    whose final address was unbacked (the result does not carry the leaf entry)."""
+    if leaf != 0:
+        if f == F_UNBACKED:
+            return
+        info = MK_LEAF | (leaf << 2) | (sh << 5) | (acc << 11) | (pkey << 15) | (refs << 19)
+        if (wopts & W_CHECK_FINAL) != 0:
+            frame = leaf_frame(ev & ~fp[12], fp[6], sh, fp[9], leaf)
+            if find_slot(slot_base, slot_end, frame, np.int64(1) << sh) < 0:
+                info |= M_CHECK
+    elif f == F_PF:
+        info = MK_PF | (lvl << 2) | (refs << 19) | ((ec & PF_P) << 27) | (((ec >> 3) & 1) << 28)
+    elif f == F_UNBACKED:
+        info = MK_UNBACKED | (lvl << 2) | (refs << 19)
+    else:
+        return
+    for c in range(4):
+        memo[row + 1, c] = memo[row, c]
+    memo[row, 0] = tag
+    memo[row, 1] = info | (epoch << M_EPOCH)
+    memo[row, 2] = ea
+    memo[row, 3] = ev
+
+
 @pjit
 def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
                   o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order,
-                  prefetch_on):
+                  prefetch_on, memo, epoch):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
@@ -55,36 +155,49 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
     :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view; ``order`` (length
     ``n``, or 0 for input order) the order to walk in: results still go to row ``i``.
+    ``memo`` ``(parts, rows, 4)`` int64: the work is split
+    into ``parts`` contiguous parts run in parallel, each with its own walk memo (``rows``
+    of 0: no memo); ``epoch`` (>= 1) marks this call's memo entries.
     """
     n = addr.shape[0]
     nsup = (n + SUPER - 1) // SUPER
-    for s in prange(nsup):
+    parts = memo.shape[0]
+    for t in prange(parts):
         hp = np.empty((_RING, LANES), np.int64)
         active = np.zeros(_RING, np.bool_)
-        _translate_range(s * SUPER, min(n, s * SUPER + SUPER), hp, active, addr, kind, user,
-                         ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
-                         mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
-                         o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order, prefetch_on)
+        m = memo[t]
+        for s in range(t * nsup // parts, (t + 1) * nsup // parts):
+            _translate_range(s * SUPER, min(n, s * SUPER + SUPER), hp, active, addr, kind, user,
+                             ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd, perms,
+                             wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
+                             o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order,
+                             prefetch_on, m, epoch)
 
 
 @jit_nrt_free
 def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, asid, pkru,
                      roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
                      o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
-                     tr_val, order, prefetch_on):
-    """Addresses ``lo..hi`` of :func:`cpu_translate` (one parallel work item; ``hp`` and
-    ``active``: the prefetch pipeline's scratch). A call, not inlined into the ``prange``
-    body: Numba's parfor passes grow with the body's size, and the walker is large."""
+                     tr_val, order, prefetch_on, memo, epoch):
+    """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` and ``active``: the prefetch
+    pipeline's scratch; ``memo``: this part's walk memo). A call, not inlined into the
+    ``prange`` body: Numba's parfor passes grow with the body's size, and the walker is
+    large."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
     ordered = order.shape[0] == n and n > 0
+    slot_base, slot_end, slot_ptr = mem
+    va_bits = fp[3]
+    use_memo = memo.shape[0] >= 2 and not do_trace and fp[0] != 0
+    set_mask = (memo.shape[0] >> 1) - 1
     # software pipeline (4- and 5-level tables): each walk's entries are requested level
     # by level in the blocks before its own, one level per block, spread over that block's
     # walks, so they arrive while other walks compute. A block whose first and last walks
     # are in one 2 MiB region of one address space (a local trace, or small tables: their
-    # lines are already in cache) skips it.
-    slot_base, slot_end, slot_ptr = mem
+    # lines are already in cache) skips it and uses the memo instead; blocks on the
+    # pipeline walk without the memo (measured: its lookups cost more than its hits save
+    # when the pipeline already hides the table reads).
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     addr_mask = fp[6] & ~fp[12]
     nb = (hi - lo + LANES - 1) // LANES
@@ -97,6 +210,7 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
             i1 = order[w1] if ordered else np.int64(w1)
             active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
                                   or (per_asid and asid[i0] != asid[i1]))
+        block_memo = use_memo and (depth == 0 or (step >= 0 and not active[step % _RING]))
         for lane in range(LANES):
             for d in range(depth, 0, -1):
                 w = lo + (step + d) * LANES + lane
@@ -128,6 +242,27 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
                 af |= AF_IMPLICIT
             if stack[i] != 0:
                 af |= AF_STACK
+            tag = np.int64(0)
+            row = np.int64(0)
+            if block_memo:
+                tag = _memo_tag(addr[i], a, va_bits)
+                row = _memo_row(tag, set_mask)
+                mr = _memo_find(memo, row, tag, epoch)
+                if mr >= 0:
+                    (f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, gpa) = _memo_result(
+                        memo, mr, addr[i], af, pk, fp, perms, slot_base, slot_end)
+                    o_fault[i] = f
+                    o_ec[i] = ec
+                    o_level[i] = lvl
+                    o_eaddr[i] = ea
+                    o_eval[i] = ev
+                    o_leaf[i] = leaf
+                    o_shift[i] = sh
+                    o_acc[i] = acc
+                    o_pkey[i] = pkey
+                    o_refs[i] = refs
+                    o_gpa[i] = gpa
+                    continue
             (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
              tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
                                    mem, do_trace, tr_addr, tr_val, None, i, True)
@@ -142,6 +277,9 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
             o_pkey[i] = pkey
             o_refs[i] = refs
             o_gpa[i] = gpa
+            if block_memo:
+                _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs,
+                           fp, wopts, slot_base, slot_end)
 
 
 @jit

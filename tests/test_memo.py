@@ -1,0 +1,200 @@
+"""The walk memo of ``cpu_translate`` (``translate(memo=...)``, kernels/cpu_walk.py).
+
+Within one call memory does not change, so the kernel keeps each walked page's outcome and
+decides later accesses to the page from it. Checked here: results equal the reference
+walker on random garbage tables when most accesses are repeats of a few pages (so the
+memo answers them, under every access kind, privilege, AC, PKRU, asid and mode);
+equal to ``memo=False`` on the cases a memo entry has to carry (a large page whose frame
+is partly outside memory, a table outside memory, reserved bits, 32-bit address
+aliasing); a later call sees memory changed since the last; and, with the JIT off, that
+the memo really replaces walks.
+"""
+import threading
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference as ref
+from conftest import ref_reader
+from randtables import random_addresses, random_memory
+from vecmmu import CpuRole, Fault, Mmu, PageWalk, PagingMode
+from vecmmu.kernels import cpu_walk
+
+FAULT_OF = {"none": Fault.NONE, "pf": Fault.PF, "gp": Fault.GP, "ss": Fault.SS,
+            "unbacked": Fault.UNBACKED}
+MODES = [PagingMode.BIT32, PagingMode.PAE, PagingMode.LEVEL4, PagingMode.LEVEL5]
+COLS = ("fault", "error_code", "fault_level", "entry_addr", "entry_value", "leaf_level",
+        "page_shift", "acc", "pkey", "refs", "gpa")
+
+roles = st.builds(
+    dict,
+    mode=st.sampled_from(MODES),
+    wp=st.booleans(), pse=st.booleans(), smep=st.booleans(), smap=st.booleans(),
+    pke=st.booleans(), nxe=st.booleans(),
+    maxphyaddr=st.sampled_from([32, 36, 40, 46, 52]),
+    gbpages=st.booleans(), vendor=st.sampled_from(["intel", "amd"]),
+)
+
+
+def _repeats(rng, role, n, pages=10):
+    """``n`` accesses to ``pages`` random pages (and their neighbours), every kind and flag
+    mixed per page: most are repeats, which the memo answers."""
+    va_bits = {PagingMode.LEVEL4: 48, PagingMode.LEVEL5: 57}.get(role.mode, 32)
+    pool = random_addresses(rng, pages, va_bits) & ~np.uint64(0xFFF)
+    pool = np.concatenate([pool, pool + np.uint64(0x1000)])
+    addr = pool[rng.integers(0, pool.shape[0], n)] | rng.integers(0, 4096, n).astype(np.uint64)
+    if va_bits == 32:                  # bits above 31 are dropped: the same page, another tag
+        addr[rng.random(n) < 0.2] |= np.uint64(1) << np.uint64(40)
+    return dict(addr=addr, kind=rng.integers(0, 3, n).astype(np.uint8),
+                user=rng.random(n) < 0.5, ac=rng.random(n) < 0.3,
+                implicit=rng.random(n) < 0.1, stack=rng.random(n) < 0.1,
+                asid=rng.integers(0, 2, n),
+                pkru=rng.integers(0, 1 << 32, n, dtype=np.uint64))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(r=roles, seed=st.integers(0, 2**31), semantics=st.sampled_from(["hardware", "kvm"]),
+       prefetch=st.booleans())
+def test_memo_answers_equal_reference(r, seed, semantics, prefetch):
+    role = CpuRole(**r)
+    pte = 4 if role.mode is PagingMode.BIT32 else 8
+    mem, frames = random_memory(seed, pte, role.maxphyaddr,
+                                p_pkey=0.05 if role.mode is PagingMode.PAE else 0.5)
+    rng = np.random.default_rng(seed + 1)
+    cr3s = [int(rng.choice(frames)), int(rng.choice(frames))]
+    pdptes = None
+    if role.mode is PagingMode.PAE:
+        pdptes = rng.choice(np.array(frames, dtype=np.uint64), size=(2, 4)) | np.uint64(1)
+    walk = PageWalk(role, mem, cr3s, pdptes=pdptes, semantics=semantics)
+    a = _repeats(rng, role, 300)
+    pkru = a.pop("pkru")
+    res = walk.translate(a["addr"], a["kind"], user=a["user"], ac=a["ac"], implicit=a["implicit"],
+                         stack=a["stack"], asid=a["asid"], pkru=pkru, prefetch=prefetch)
+    off = walk.translate(a["addr"], a["kind"], user=a["user"], ac=a["ac"], implicit=a["implicit"],
+                         stack=a["stack"], asid=a["asid"], pkru=pkru, memo=False)
+    for c in COLS:
+        assert np.array_equal(getattr(res, c), getattr(off, c)), c
+    read = ref_reader(mem)
+    regs_in = role.registers()
+    for i in range(len(res)):
+        k = int(a["asid"][i])
+        regs = dict(regs_in, cr3=cr3s[k], maxphyaddr=role.maxphyaddr, gbpages=role.gbpages,
+                    vendor=role.vendor, pkru=int(pkru[i]),
+                    pdptes=None if pdptes is None else [int(x) for x in pdptes[k]])
+        acc = dict(addr=int(a["addr"][i]), kind=int(a["kind"][i]), user=bool(a["user"][i]),
+                   ac=bool(a["ac"][i]), implicit=bool(a["implicit"][i]), stack=bool(a["stack"][i]))
+        exp = ref.translate(read, regs, acc, semantics=semantics)
+        ctx = (str(role), semantics, i, hex(acc["addr"]), acc)
+        assert int(res.fault[i]) == FAULT_OF[exp["fault"]], ctx
+        for col in ("error_code", "fault_level", "entry_addr", "entry_value", "leaf_level",
+                    "acc", "pkey", "refs"):
+            assert int(getattr(res, col)[i]) == exp[col], (col,) + ctx
+        if exp["gpa"] is not None:
+            assert int(res.gpa[i]) == exp["gpa"], ctx
+
+
+def _same(w, addr, **kw):
+    on = w.translate(addr, **kw)
+    off = w.translate(addr, memo=False, **kw)
+    for c in COLS:
+        assert np.array_equal(getattr(on, c), getattr(off, c)), c
+    return on
+
+
+def test_large_page_partly_outside_memory():
+    """One walk of a 2 MiB page whose frame ends outside RAM answers accesses on both
+    sides: the backed half translates, the rest is unbacked (hardware semantics)."""
+    m = Mmu.for_mode("4level", ram_size=7 << 20)
+    m.map(0x4000_0000, 2 << 20, pa=6 << 20, page_size=2 << 20)     # RAM ends 1 MiB in
+    offs = np.array([0, 0x180000, 0x10, 0xFFFFF, 0x100000, 0x1FFFFF, 5], dtype=np.uint64)
+    r = _same(m.walker(), np.uint64(0x4000_0000) + offs)
+    assert list(r.fault) == [0, 7, 0, 0, 7, 7, 0]
+    kvm = _same(m.walker(semantics="kvm"), np.uint64(0x4000_0000) + offs)
+    assert (kvm.fault == 0).all()                  # KVM does not check the final address
+
+
+def test_stopped_walks_keep_their_error_codes():
+    """Not-present and reserved-bit faults come from the memo with the P/RSVD bits of the
+    walk and the W/U/I-D bits of each access."""
+    m = Mmu.for_mode("4level", ram_size=8 << 20, nxe=True, maxphyaddr=46)
+    m.map(0x1000, 0x1000, user=True)
+    m.map(0x40_0000, 0x1000, user=True)
+    m.set_entry(0x40_0000, 2, set_bits=1 << 48)           # reserved bit in the PDE
+    addr = np.array([0x1000, 0x40_0000, 0x2000, 0x40_0008, 0x2008, 0x1008] * 3, dtype=np.uint64)
+    kind = np.arange(addr.shape[0]) % 3
+    r = _same(m.walker(), addr, kind=kind, user=kind != 1)
+    ec = {(int(a), int(k)): int(e) for a, k, e in zip(addr, kind, r.error_code)}
+    assert ec[(0x40_0008, 0)] & 0x9 == 0x9                 # P|RSVD
+    assert ec[(0x2000, 2)] == 0x14                         # not present: U|I/D
+    assert ec[(0x2008, 1)] == 0x2                          # not present: W (supervisor)
+
+
+def test_a_later_call_sees_changed_memory():
+    m = Mmu.for_mode("4level", ram_size=8 << 20)
+    m.map(0x40_0000, 0x1000, user=True)
+    w = m.walker()
+    addr = np.full(64, 0x40_0010, dtype=np.uint64)
+    assert (w.translate(addr, user=True).fault == 0).all()
+    m.set_entry(0x40_0000, 1, clear_bits=1)                # the PTE is now not present
+    assert (w.translate(addr, user=True).fault == 1).all()
+    m.set_entry(0x40_0000, 1, set_bits=1)
+    assert (w.translate(addr, user=True).fault == 0).all()
+
+
+def test_concurrent_calls_on_one_walker():
+    """Two threads translating on one walker at once: the second takes a memo of its
+    own, so each gets what it would get alone."""
+    m = Mmu.for_mode("4level", ram_size=16 << 20)
+    m.map(0x40_0000, 64 * 0x1000, user=True)
+    w = m.walker()
+    rng = np.random.default_rng(3)
+    batches = [np.uint64(0x40_0000) + rng.integers(0, 70 * 0x1000, 200_000).astype(np.uint64)
+               for _ in range(4)]
+    want = [w.translate(b, memo=False).gpa for b in batches]
+    got = [None] * 4
+
+    def run(k):
+        got[k] = w.translate(batches[k], threads=1).gpa
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for k in range(4):
+        assert np.array_equal(got[k], want[k])
+
+
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_memo_replaces_walks(monkeypatch):
+    """With the memo, 300 accesses to 5 pages (one of them unmapped) walk 5 times; without
+    it, 300 times. A trace needs every walk, so trace=True walks every access."""
+    m = Mmu.for_mode("4level", ram_size=8 << 20)
+    m.map(0x40_0000, 4 * 0x1000, user=True)
+    real = cpu_walk.walk_x86_flat
+    calls = []
+
+    def counting(*a):
+        calls.append(a[1])
+        return real(*a)
+
+    monkeypatch.setattr(cpu_walk, "walk_x86_flat", counting)
+    rng = np.random.default_rng(1)
+    addr = np.uint64(0x40_0000) + rng.integers(0, 5 * 0x1000, 300).astype(np.uint64)
+    w = m.walker()
+    r = w.translate(addr, rng.integers(0, 3, 300), user=True)
+    assert len(calls) == 5
+    assert sorted({c >> 12 for c in calls}) == sorted({int(a) >> 12 for a in addr})
+    calls.clear()
+    w.translate(addr, memo=False)
+    assert len(calls) == 300
+    calls.clear()
+    w.translate(addr, trace=True)
+    assert len(calls) == 300
+    assert set(r.fault) == {0, 1}
