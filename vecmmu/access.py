@@ -29,6 +29,8 @@ ACCESS_DTYPE = np.dtype([
     ("addr", "<u8"), ("kind", "u1"), ("user", "u1"), ("ac", "u1"), ("implicit", "u1"),
     ("stack", "u1"), ("size", "<u4"), ("asid", "<u4"),
 ])
+# the batch check reads the four flag bytes as one u32 (kernels.trace_parse.scan_accesses)
+assert [ACCESS_DTYPE.fields[k][1] for k in ("user", "ac", "implicit", "stack")] == [9, 10, 11, 12]
 
 _KIND_WORDS = {"r": 0, "read": 0, "l": 0, "load": 0,
                "w": 1, "write": 1, "s": 1, "store": 1,
@@ -173,7 +175,7 @@ def _checked(batch: np.ndarray):
     f = ACCESS_DTYPE.fields
     mk, mf, smin, smax, amax = scan_accesses(
         np.ascontiguousarray(batch).view(np.uint8), ACCESS_DTYPE.itemsize,
-        *(f[k][1] for k in ("kind", "user", "ac", "implicit", "stack", "size", "asid")))
+        *(f[k][1] for k in ("kind", "user", "size", "asid")))
     if mk > 2 or mf > 1:
         for name, hi in (("kind", 2), ("user", 1), ("ac", 1), ("implicit", 1), ("stack", 1)):
             col = batch[name]

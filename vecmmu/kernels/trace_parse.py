@@ -7,7 +7,8 @@ the reader can name the file, line and field.
 """
 import numpy as np
 
-from ._jit import jit
+from ._jit import jit, jit_nrt_free, pjit, prange
+from .physmem import load_u32
 
 # Status of parse_lackey
 ST_DONE = 0          # every complete line of the block was consumed
@@ -356,27 +357,52 @@ def format_lackey(addr, kind, size, out):
     return k
 
 
-@jit
-def scan_accesses(raw, itemsize, o_kind, o_user, o_ac, o_implicit, o_stack, o_size, o_asid):
-    """One branch-free pass over an access batch's bytes (``raw``: its flat uint8 view;
-    ``o_*``: field offsets): ``(max kind, OR of the four flags, min size, max size,
-    max asid)``. A flag above 1 shows as an OR above 1."""
-    n = raw.shape[0] // itemsize
+@jit_nrt_free
+def _scan_range(ptr, lo, hi, itemsize, o_kind, o_flags, o_size, o_asid, out):
     mk = np.int64(0)
     mf = np.int64(0)
     smin = np.int64(1) << 40
     smax = np.int64(0)
     amax = np.int64(0)
-    for i in range(n):
-        b = i * itemsize
-        mk = max(mk, np.int64(raw[b + o_kind]))
-        mf |= (np.int64(raw[b + o_user]) | np.int64(raw[b + o_ac]) | np.int64(raw[b + o_implicit])
-               | np.int64(raw[b + o_stack]))
-        s = (np.int64(raw[b + o_size]) | (np.int64(raw[b + o_size + 1]) << 8)
-             | (np.int64(raw[b + o_size + 2]) << 16) | (np.int64(raw[b + o_size + 3]) << 24))
-        a = (np.int64(raw[b + o_asid]) | (np.int64(raw[b + o_asid + 1]) << 8)
-             | (np.int64(raw[b + o_asid + 2]) << 16) | (np.int64(raw[b + o_asid + 3]) << 24))
+    for i in range(lo, hi):
+        p = ptr + i * itemsize
+        mk = max(mk, load_u32(p + o_kind) & 0xFF)
+        mf |= load_u32(p + o_flags)
+        s = load_u32(p + o_size)
+        a = load_u32(p + o_asid)
         smin = min(smin, s)
         smax = max(smax, s)
         amax = max(amax, a)
+    out[0] = mk
+    out[1] = mf
+    out[2] = smin
+    out[3] = smax
+    out[4] = amax
+
+
+@pjit
+def scan_accesses(raw, itemsize, o_kind, o_flags, o_size, o_asid):
+    """One branch-free pass over an access batch's bytes (``raw``: its flat uint8 view;
+    ``o_*``: field offsets; ``o_flags``: the first of four consecutive flag bytes), in
+    parallel parts: ``(max kind, OR of the flag bytes, min size, max size, max asid)``.
+    A flag above 1 shows as an OR above 1."""
+    n = raw.shape[0] // itemsize
+    parts = max(1, min(256, n >> 16))
+    res = np.empty((parts, 5), np.int64)
+    ptr = raw.ctypes.data
+    for p in prange(parts):
+        _scan_range(ptr, p * n // parts, (p + 1) * n // parts, itemsize, o_kind, o_flags,
+                    o_size, o_asid, res[p])
+    mk = np.int64(0)
+    mf = np.int64(0)
+    smin = np.int64(1) << 40
+    smax = np.int64(0)
+    amax = np.int64(0)
+    for p in range(parts):
+        mk = max(mk, res[p, 0])
+        mf |= res[p, 1]
+        smin = min(smin, res[p, 2])
+        smax = max(smax, res[p, 3])
+        amax = max(amax, res[p, 4])
+    mf = (mf | (mf >> 8) | (mf >> 16) | (mf >> 24)) & 0xFF
     return mk, mf, smin, smax, amax
