@@ -560,7 +560,7 @@ def main(argv=None):
     print(f"{large.name}; {small.name}")
     print(f"failing accesses (by design, ~1 % noise): {LARGE} {info[LARGE]['fault_rate']:.2%}, "
           f"{SMALL} {info[SMALL]['fault_rate']:.2%}")
-    print("order=grouped: each 1 M chunk radix-sorted by page inside the call (sort time counted), "
+    print("order=grouped: each thread's share of a 1 M chunk grouped by 2 MiB region inside the call (counted), "
           "results in input order")
     print("* informational: pre-sorted = the same batch sorted by address (sort time not counted); "
           "naive 2t = prange version of the naive loop")

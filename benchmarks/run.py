@@ -76,7 +76,7 @@ def run_walk(quick, threads):
              f"user-half addresses, frames a random permutation ({tables:,.0f} MiB of tables, "
              f"built in {large.build_s:.1f} s); {W.SMALL}: 64 pages in one page table. 4-level "
              f"paging, NXE/WP/SMEP/SMAP/PKE; random mapped pages, ~1 % of accesses fault",
-             "walk: order=grouped sorts each 1 M chunk by page inside the call (time counted), "
+             "walk: order=grouped groups each thread's share of a 1 M chunk by 2 MiB region inside the call (counted), "
              "results in input order; 't' = threads"]
     rows, checks = [], []
     for g in (large, small):

@@ -181,8 +181,8 @@ def test_thread_count_does_not_change_results(threads):
 @settings(max_examples=20, **SETTINGS)
 @given(r=roles, seed=st.integers(0, 2**31))
 def test_grouped_order_same_results(r, seed):
-    """order='grouped' walks each chunk sorted by (address space, page) and returns
-    exactly what input order returns, in input order."""
+    """order='grouped' walks each chunk grouped by (address space, 2 MiB region) and
+    returns exactly what input order returns, in input order."""
     role, regs_in, mem, cr3s, pdptes, rng = _setup(r, seed)
     walk = PageWalk(role, mem, cr3s, pdptes=pdptes)
     a = _accesses(rng, role, 500)

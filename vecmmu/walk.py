@@ -36,7 +36,6 @@ from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
 from .kernels import tdp_walk as KT
-from .kernels.order import page_order
 from .memory import PhysMem
 from .result import Translation, acc_string
 from .role import CpuRole, EptRole, NptRole, RegisterError
@@ -336,11 +335,12 @@ class PageWalk:
         ``"snapshot"`` (every access sees the starting memory; the flags are written
         afterwards). Results never depend on ``threads``.
 
-        ``order`` (cpu_walk without A/D): "input" walks accesses as given; "grouped" walks
-        each chunk sorted by (address space, page) — a radix sort, so tables much larger
-        than cache are read in ascending order — and still returns results in input
-        order. It pays only where table reads cost more than scattered result writes
-        (rarely: see benchmarks/README.md).
+        ``order`` (cpu_walk without A/D in trace order): "input" walks accesses as given;
+        "grouped" walks each thread's share of a chunk grouped by (address space, 2 MiB
+        region) — one counting sort on a hash of the region — so walks that share table
+        lines run together, and gathers the results back into input order. It pays when
+        tables are far larger than cache and many accesses share regions (see
+        benchmarks/README.md); on local traces input order is faster.
 
         ``prefetch`` (cpu_walk of 4- and 5-level tables): request each walk's table
         entries level by level while earlier walks compute (a software pipeline across
@@ -472,10 +472,9 @@ class PageWalk:
         pte_size = int(self.format.pte_size)
         need_trace = tr is not None or ad is not None
         dummy = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
-        no_order = np.zeros(0, np.int64)
-        if order == "grouped":
-            scratch = (np.empty(min(n, chunk), np.int64), np.empty(min(n, chunk), np.int64))
-            va_bits = int(self.format.va_bits) if self.role.paging else 32
+        grouped = order == "grouped"
+        m = min(n, chunk) if grouped else 1             # grouped: the kernel's scratch
+        g_order, g_inv, g_rec = np.empty(m, np.int64), np.empty(m, np.int64), np.empty((m, 5), np.int64)
         prog = _Progress(n, "translating", progress)
         passes = 2 if ad == "snapshot" else 1
         for p in range(passes):
@@ -493,13 +492,12 @@ class PageWalk:
                     o = [x[lo:hi] for x in outs]
                 else:   # snapshot second pass: re-walk (same path) only to place the flags
                     o = [np.empty(hi - lo, x.dtype) for x in outs]
-                ordr = no_order
-                if order == "grouped" and p == 0:
-                    ordr = page_order(fields[0][lo:hi], a, 12, max(va_bits - 12, 1),
-                                      scratch[0][:hi - lo], scratch[1][:hi - lo])
+                g = grouped and p == 0
+                sl = slice(0, hi - lo) if g else slice(0, 1)
                 K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
                                 params, rsvd, perms, self._wopts, memt, *o,
-                                need_trace, t[0], t[1], ordr, prefetch, memo, epoch)
+                                need_trace, t[0], t[1], prefetch, memo, epoch, g,
+                                g_order[sl], g_inv[sl], g_rec[sl])
                 if ad == "trace" or (ad == "snapshot" and p == 1):
                     # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                     K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,

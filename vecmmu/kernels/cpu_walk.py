@@ -146,39 +146,107 @@ def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, r
 @pjit
 def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
-                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order,
-                  prefetch_on, memo, epoch):
+                  o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on,
+                  memo, epoch, grouped, g_order, g_inv, g_rec):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
     access batch (strided views are fine: no temporaries are made); ``asid`` and ``pkru``
     have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
-    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view; ``order`` (length
-    ``n``, or 0 for input order) the order to walk in: results still go to row ``i``.
-    ``memo`` ``(parts, rows, 4)`` int64: the work is split
-    into ``parts`` contiguous parts run in parallel, each with its own walk memo (``rows``
-    of 0: no memo); ``epoch`` (>= 1) marks this call's memo entries.
+    :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
+    ``memo`` ``(parts, rows, 4)`` int64: the work is split into ``parts`` contiguous
+    parts run in parallel, each with its own walk memo (``rows`` of 0: no memo);
+    ``epoch`` (>= 1) marks this call's memo entries. ``grouped``: each part is walked
+    grouped by 2 MiB region (:func:`_group_part`), its results gathered back in input
+    order; ``g_order``, ``g_inv`` (n,) and ``g_rec`` (n, 5) are its scratch.
     """
     n = addr.shape[0]
     nsup = (n + SUPER - 1) // SUPER
     parts = memo.shape[0]
+    rec_ptr = g_rec.ctypes.data
+    in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
+    in_stride = addr.strides[0]
     for t in prange(parts):
         hp = np.empty((_RING, LANES), np.int64)
         active = np.zeros(_RING, np.bool_)
         m = memo[t]
-        for s in range(t * nsup // parts, (t + 1) * nsup // parts):
-            _translate_range(s * SUPER, min(n, s * SUPER + SUPER), hp, active, addr, kind, user,
-                             ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd, perms,
-                             wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
-                             o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, order,
-                             prefetch_on, m, epoch)
+        plo = min(n, (t * nsup // parts) * SUPER)
+        phi = min(n, ((t + 1) * nsup // parts) * SUPER)
+        if grouped and phi > plo:
+            _group_part(addr, asid, plo, phi, fp[3], g_order, g_inv)
+        for s in range(plo, phi, SUPER):
+            _translate_range(s, min(phi, s + SUPER), hp, active, addr, kind, user, ac, implicit,
+                             stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
+                             o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
+                             o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
+                             epoch, grouped, g_order, g_rec, in_ptr, in_stride)
+        if grouped and phi > plo:
+            _ungroup(plo, phi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_eaddr,
+                     o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
+
+
+@jit
+def _group_part(addr, asid, lo, hi, va_bits, g_order, g_inv):
+    """The walk order of accesses ``lo..hi`` grouped by (asid, 2 MiB region): one counting
+    sort on a hash of the region into buckets of about 32 accesses (stable within a
+    bucket; contiguous regions go to consecutive buckets), so the walks of one region,
+    which share their table lines, run together. ``g_order[pos]`` is the access walked at
+    position ``pos``, ``g_inv[i]`` the position of access ``i``."""
+    n = addr.shape[0]
+    per_asid = asid.shape[0] == n and n > 1
+    bits = 4
+    while bits < 16 and (np.int64(32) << bits) < hi - lo:
+        bits += 1
+    nb = np.int64(1) << bits
+    hist = np.zeros(nb + 1, np.int64)
+    for i in range(lo, hi):
+        a = addr[i]
+        if va_bits == 32:
+            a &= 0xFFFFFFFF
+        r = (a >> 21) & ((np.int64(1) << 43) - 1)
+        if per_asid:
+            r += np.int64(asid[i]) * 0x9E3779B1
+        b = (r ^ (r >> bits) ^ (r >> (2 * bits)) ^ (r >> (3 * bits))) & (nb - 1)
+        g_inv[i] = b                          # the bucket, for now
+        hist[b + 1] += 1
+    for k in range(nb):
+        hist[k + 1] += hist[k]
+    for i in range(lo, hi):
+        b = g_inv[i]
+        pos = lo + hist[b]
+        hist[b] += 1
+        g_order[pos] = i
+        g_inv[i] = pos
+
+
+@jit_nrt_free
+def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval,
+             o_leaf, o_shift, o_acc, o_pkey, o_refs):
+    """Results of a grouped part, from walk order (``g_rec`` rows) back to input order:
+    sequential writes, one record read per access (requested 64 accesses ahead)."""
+    for i in range(lo, hi):
+        if i + 64 < hi:
+            prefetch(rec_ptr + g_inv[i + 64] * 40)
+        w = g_inv[i]
+        o_gpa[i] = g_rec[w, 0]
+        o_ec[i] = g_rec[w, 1]
+        o_eaddr[i] = g_rec[w, 2]
+        o_eval[i] = g_rec[w, 3]
+        x = g_rec[w, 4]
+        o_fault[i] = x & 0xFF
+        o_level[i] = (x >> 8) & 0xFF
+        o_leaf[i] = (x >> 16) & 0xFF
+        o_shift[i] = (x >> 24) & 0xFF
+        o_acc[i] = (x >> 32) & 0xFF
+        o_pkey[i] = (x >> 40) & 0xFF
+        o_refs[i] = (x >> 48) & 0xFF
 
 
 @jit_nrt_free
 def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, asid, pkru,
                      roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
                      o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
-                     tr_val, order, prefetch_on, memo, epoch):
+                     tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr, in_stride):
     """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` and ``active``: the prefetch
     pipeline's scratch; ``memo``: this part's walk memo). A call, not inlined into the
     ``prange`` body: Numba's parfor passes grow with the body's size, and the walker is
@@ -186,7 +254,6 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
-    ordered = order.shape[0] == n and n > 0
     slot_base, slot_end, slot_ptr = mem
     va_bits = fp[3]
     use_memo = memo.shape[0] >= 2 and not do_trace and fp[0] != 0
@@ -201,9 +268,19 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     addr_mask = fp[6] & ~fp[12]
     nb = (hi - lo + LANES - 1) // LANES
-    for step in range(-depth, nb):
+    # grouped order reads its accesses' records out of order: they are requested two
+    # blocks before the first use
+    ahead = depth + 2 if ordered else depth
+    for step in range(-ahead, nb):
+        if ordered and step + ahead < nb:
+            for lane in range(LANES):
+                w = lo + (step + ahead) * LANES + lane
+                if w < hi:
+                    p = in_ptr + order[w] * in_stride
+                    prefetch(p)
+                    prefetch(p + 20)
         qb = step + depth                         # the block entering the pipeline
-        if depth > 0 and qb < nb:
+        if depth > 0 and qb >= 0 and qb < nb:
             w0 = lo + qb * LANES
             w1 = min(hi, w0 + LANES) - 1
             i0 = order[w0] if ordered else np.int64(w0)
@@ -242,44 +319,42 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
                 af |= AF_IMPLICIT
             if stack[i] != 0:
                 af |= AF_STACK
+            hit = np.int64(-1)
             tag = np.int64(0)
             row = np.int64(0)
             if block_memo:
                 tag = _memo_tag(addr[i], a, va_bits)
                 row = _memo_row(tag, set_mask)
-                mr = _memo_find(memo, row, tag, epoch)
-                if mr >= 0:
-                    (f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, gpa) = _memo_result(
-                        memo, mr, addr[i], af, pk, fp, perms, slot_base, slot_end)
-                    o_fault[i] = f
-                    o_ec[i] = ec
-                    o_level[i] = lvl
-                    o_eaddr[i] = ea
-                    o_eval[i] = ev
-                    o_leaf[i] = leaf
-                    o_shift[i] = sh
-                    o_acc[i] = acc
-                    o_pkey[i] = pkey
-                    o_refs[i] = refs
-                    o_gpa[i] = gpa
-                    continue
-            (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-             tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                                   mem, do_trace, tr_addr, tr_val, None, i, True)
-            o_fault[i] = f
-            o_ec[i] = ec
-            o_level[i] = lvl
-            o_eaddr[i] = ea
-            o_eval[i] = ev
-            o_leaf[i] = leaf
-            o_shift[i] = sh
-            o_acc[i] = acc
-            o_pkey[i] = pkey
-            o_refs[i] = refs
-            o_gpa[i] = gpa
-            if block_memo:
-                _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs,
-                           fp, wopts, slot_base, slot_end)
+                hit = _memo_find(memo, row, tag, epoch)
+            if hit >= 0:
+                (f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, gpa) = _memo_result(
+                    memo, hit, addr[i], af, pk, fp, perms, slot_base, slot_end)
+            else:
+                (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
+                 tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms,
+                                       wopts, mem, do_trace, tr_addr, tr_val, None, i, True)
+                if block_memo:
+                    _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey,
+                               refs, fp, wopts, slot_base, slot_end)
+            if ordered:          # walk order: one record per access (see _ungroup)
+                rec[j, 0] = gpa
+                rec[j, 1] = ec
+                rec[j, 2] = ea
+                rec[j, 3] = ev
+                rec[j, 4] = (f | (lvl << 8) | (leaf << 16) | (sh << 24) | (acc << 32)
+                             | (pkey << 40) | (refs << 48))
+            else:
+                o_fault[i] = f
+                o_ec[i] = ec
+                o_level[i] = lvl
+                o_eaddr[i] = ea
+                o_eval[i] = ev
+                o_leaf[i] = leaf
+                o_shift[i] = sh
+                o_acc[i] = acc
+                o_pkey[i] = pkey
+                o_refs[i] = refs
+                o_gpa[i] = gpa
 
 
 @jit
