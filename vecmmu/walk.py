@@ -338,9 +338,10 @@ class PageWalk:
         ``order`` (cpu_walk without A/D in trace order): "input" walks accesses as given;
         "grouped" walks each thread's share of a chunk grouped by (address space, 2 MiB
         region) — one counting sort on a hash of the region — so walks that share table
-        lines run together, and gathers the results back into input order. It pays when
-        tables are far larger than cache and many accesses share regions (see
-        benchmarks/README.md); on local traces input order is faster.
+        lines run together, and gathers the results back into input order. Measured on
+        this project's 2-core VM (benchmarks/README.md) it is about even with input order
+        on tables far larger than cache and slower on local traces, where input order
+        already keeps table lines in cache.
 
         ``prefetch`` (cpu_walk of 4- and 5-level tables): request each walk's table
         entries level by level while earlier walks compute (a software pipeline across
