@@ -18,6 +18,7 @@ each row means. Speed targets are printed as PASS/MISS; the exit status is 0 eit
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -195,12 +196,15 @@ class KernelDirect:
         if not self.calls:
             raise RuntimeError("PageWalk.translate no longer calls kernels.cpu_walk.cpu_translate")
         self.real, self.walker = real, walker
+        self.epoch_at = list(inspect.signature(real.py_func).parameters).index("epoch")
 
     def __call__(self):
         for a, kw in self.calls:
             # a new memo epoch per replay, as translate() takes one per call: replaying the
             # captured epoch would find every page already walked
-            self.real(*a[:-1], self.walker._memo.next_epoch(), **kw)
+            a = list(a)
+            a[self.epoch_at] = self.walker._memo.next_epoch()
+            self.real(*a, **kw)
 
 
 def ref_reader(ram, base):
