@@ -351,10 +351,11 @@ class PageWalk:
         results never depend on it.
 
         ``memo`` (cpu_walk without A/D or trace): within one call memory does not change,
-        so each thread keeps every page's walk outcome (a 2-way set-associative table of up
-        to 2 M pages, 64 MiB per thread, kept by the walker for its next call) and decides
-        later accesses to the page from it without reading the tables again. Results are
-        the same either way; ``memo=False`` walks every access.
+        so each thread keeps the walk outcomes of recent pages (a 2-way set-associative
+        table of 8192 pages, 256 KiB per thread, kept by the walker for its next call) and
+        decides later accesses to those pages from them without reading the tables again.
+        Only blocks that skip the table prefetch (local ones) use it. Results are the same
+        either way; ``memo=False`` walks every access.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
