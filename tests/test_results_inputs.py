@@ -45,6 +45,37 @@ def test_page_crossing_access_is_two_translations(guest):
     assert int(r.addr[1]) == 0x401000 and int(r.error_code[1]) == 0x6
 
 
+@pytest.mark.nojit
+def test_split_page_crossing_matches_the_rule():
+    """Every field of every row, against the rule written out in numpy: an access of
+    ``size`` bytes at ``addr`` crosses when (addr mod 4096) + size > 4096; its second row
+    starts at the next page (wrapping at 2**64) and keeps the other fields."""
+    from vecmmu.access import split_page_crossing
+    rng = np.random.default_rng(4)
+    n = 5000
+    addr = rng.integers(0, 1 << 64, n, dtype=np.uint64)
+    addr[:50] = np.uint64(2**64 - 3)
+    size = rng.integers(1, 4097, n)
+    small = rng.random(n) < 0.5                         # most real accesses: 1..8 bytes
+    size[small] = rng.integers(1, 9, int(small.sum()))
+    b = make_accesses(addr, rng.integers(0, 3, n), user=rng.integers(0, 2, n), size=size,
+                      asid=rng.integers(0, 7, n), stack=rng.integers(0, 2, n))
+    rows, index, part = split_page_crossing(b)
+    cross = (addr & np.uint64(0xFFF)) + size.astype(np.uint64) > np.uint64(4096)
+    assert cross.any() and not cross.all()
+    want_index = np.repeat(np.arange(n), 1 + cross)
+    assert np.array_equal(index, want_index)
+    want_part = np.zeros(want_index.shape[0], np.uint8)
+    want_part[1:][want_index[1:] == want_index[:-1]] = 1
+    assert np.array_equal(part, want_part)
+    want = b[want_index]
+    want["addr"] = np.where(want_part == 1, (want["addr"] | np.uint64(0xFFF)) + np.uint64(1),
+                            want["addr"])
+    assert rows.dtype == b.dtype and rows.tobytes() == want.tobytes()
+    same = make_accesses(np.arange(10, dtype=np.uint64) * 4096, "read", size=8)
+    assert split_page_crossing(same)[0] is same
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(kind="jump"), "read/write/fetch"),
     (dict(kind=[0, 3]), "kind\\[1\\]"),

@@ -190,6 +190,22 @@ def _checked(batch: np.ndarray):
     return batch, (int(smax), int(amax))
 
 
+def split_page_crossing(batch: np.ndarray):
+    """``(rows, access, part)``: a checked batch with every access that crosses a 4 KiB
+    boundary as two rows, the second at the next page (``part`` 1), and ``access`` the
+    batch index of each row; ``(batch, None, None)`` when none crosses (row i is access
+    i). Two jitted passes over the records' bytes."""
+    from .kernels.trace_parse import count_crossing, split_crossing
+    raw = np.ascontiguousarray(batch).view(np.uint8)
+    f = ACCESS_DTYPE.fields
+    o_addr, o_size = f["addr"][1], f["size"][1]
+    m = count_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size)
+    if m == 0:
+        return batch, None, None
+    rows, index, part = split_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size, m)
+    return rows.view(ACCESS_DTYPE), index, part
+
+
 def as_accesses(obj, **kw) -> np.ndarray:
     """Accept an ACCESS_DTYPE array, a DataFrame (columns named as the fields), or
     addresses plus keyword arrays; return an ACCESS_DTYPE array."""

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import bits as B
-from .access import accesses_and_maxima
+from .access import accesses_and_maxima, split_page_crossing
 from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
@@ -383,20 +383,7 @@ class PageWalk:
                              f"{len(self.cr3)} root(s)")
 
         # a page-crossing access is two translations (sizes of 1 never cross)
-        if n_in and max_size > 1:
-            cross = ((acc["addr"] & np.uint64(0xFFF)) + acc["size"].astype(np.uint64)) > np.uint64(4096)
-        else:
-            cross = np.zeros(0, dtype=bool)
-        if cross.any():
-            index = np.repeat(np.arange(n_in, dtype=np.int64), 1 + cross.astype(np.int64))
-            part = np.zeros(index.shape[0], dtype=np.uint8)
-            part[1:][index[1:] == index[:-1]] = 1
-            sel = acc[index]
-            sel["addr"] = np.where(part == 1, (sel["addr"] | np.uint64(0xFFF)) + np.uint64(1),
-                                   sel["addr"])
-        else:
-            index = part = None                      # row i is access i (made on demand)
-            sel = acc
+        sel, index, part = split_page_crossing(acc) if n_in and max_size > 1 else (acc, None, None)
         n = sel.shape[0]
         if len(self.cr3) == 1:
             asids = np.zeros(1, dtype=np.int64)

@@ -8,7 +8,7 @@ the reader can name the file, line and field.
 import numpy as np
 
 from ._jit import jit, jit_nrt_free, pjit, prange
-from .physmem import load_u32
+from .physmem import load_u32, load_u64, store_u64
 
 # Status of parse_lackey
 ST_DONE = 0          # every complete line of the block was consumed
@@ -406,3 +406,45 @@ def scan_accesses(raw, itemsize, o_kind, o_flags, o_size, o_asid):
         amax = max(amax, res[p, 4])
     mf = (mf | (mf >> 8) | (mf >> 16) | (mf >> 24)) & 0xFF
     return mk, mf, smin, smax, amax
+
+
+@jit
+def count_crossing(raw, itemsize, o_addr, o_size):
+    """How many accesses of a batch (``raw``: its flat uint8 view) cross a 4 KiB boundary."""
+    n = raw.shape[0] // itemsize
+    ptr = raw.ctypes.data
+    m = 0
+    for i in range(n):
+        p = ptr + i * itemsize
+        m += ((load_u32(p + o_addr) & 0xFFF) + load_u32(p + o_size)) > 4096
+    return m
+
+
+@jit
+def split_crossing(raw, itemsize, o_addr, o_size, m):
+    """The batch with each of its ``m`` page-crossing accesses as two records, the second
+    starting at the next page: ``(records as flat bytes, access index (i8), part (u1))``.
+    Records are copied 8 bytes at a time (``itemsize`` >= 8)."""
+    n = raw.shape[0] // itemsize
+    ptr = raw.ctypes.data
+    out = np.empty((n + m) * itemsize, np.uint8)
+    optr = out.ctypes.data
+    index = np.empty(n + m, np.int64)
+    part = np.zeros(n + m, np.uint8)
+    words = itemsize // 8
+    tail = itemsize - 8                       # the last 8 bytes (overlapping the words)
+    k = 0
+    for i in range(n):
+        p = ptr + i * itemsize
+        cross = ((load_u32(p + o_addr) & 0xFFF) + load_u32(p + o_size)) > 4096
+        for c in range(2 if cross else 1):
+            q = optr + k * itemsize
+            for x in range(words):
+                store_u64(q + 8 * x, load_u64(p + 8 * x))
+            store_u64(q + tail, load_u64(p + tail))
+            index[k] = i
+            if c == 1:
+                part[k] = 1
+                store_u64(q + o_addr, (load_u64(p + o_addr) | 0xFFF) + 1)
+            k += 1
+    return out, index, part
