@@ -224,3 +224,34 @@ def test_grouped_order_groups_by_region():
         at = np.flatnonzero(key == k)
         spans.append(np.unique(key[at[0]:at[-1] + 1]).shape[0])
     assert max(spans) <= 8 and np.mean(spans) < 1.8
+
+
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_memo_on_scattered_blocks_while_it_pays(monkeypatch):
+    """Blocks that jump between code and stack (every block spans 2 MiB regions, so it is
+    on the prefetch pipeline) still use the memo while it hits: 2000 accesses to 6 pages
+    walk 6 times. Scattered accesses to mostly distinct pages (the memo then stops being
+    looked up there) give what memo=False gives."""
+    m = Mmu.for_mode("4level", ram_size=16 << 20)
+    m.map(0x40_0000, 3 * 0x1000, user=True)
+    m.map(0x7FFF_F000_0000, 3 * 0x1000, user=True, nx=True)
+    real = cpu_walk.walk_x86_flat
+    calls = []
+
+    def counting(*a):
+        calls.append(a[1])
+        return real(*a)
+
+    monkeypatch.setattr(cpu_walk, "walk_x86_flat", counting)
+    rng = np.random.default_rng(2)
+    base = np.where(np.arange(2000) % 2 == 0, 0x40_0000, 0x7FFF_F000_0000).astype(np.uint64)
+    addr = base + rng.integers(0, 3 * 0x1000, 2000).astype(np.uint64)
+    w = m.walker()
+    r = w.translate(addr, user=True)
+    assert len(calls) == 6
+    assert (r.fault == 0).all()
+    far = (np.arange(3000, dtype=np.uint64) * np.uint64(0x20_0000 * 7919)) & np.uint64((1 << 47) - 1)
+    far[::3] = addr[:1000]
+    _same(w, far, user=True)

@@ -354,8 +354,9 @@ class PageWalk:
         so each thread keeps the walk outcomes of recent pages (a 2-way set-associative
         table of 8192 pages, 256 KiB per thread, kept by the walker for its next call) and
         decides later accesses to those pages from them without reading the tables again.
-        Only blocks that skip the table prefetch (local ones) use it. Results are the same
-        either way; ``memo=False`` walks every access.
+        Blocks of scattered walks stop looking it up once it hits less than half the time
+        (they would miss it as they miss the cache). Results are the same either way;
+        ``memo=False`` walks every access.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}

@@ -262,10 +262,15 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
     # by level in the blocks before its own, one level per block, spread over that block's
     # walks, so they arrive while other walks compute. A block whose first and last walks
     # are in one 2 MiB region of one address space (a local trace, or small tables: their
-    # lines are already in cache) skips it and uses the memo instead; blocks on the
-    # pipeline walk without the memo (measured: its lookups cost more than its hits save
-    # when the pipeline already hides the table reads).
+    # lines are already in cache) skips it. Local blocks always use the memo; blocks on
+    # the pipeline use it only while it pays: in each range, once 256 of its lookups
+    # there have hit less than half the time, they stop (a real trace mixes code, stack
+    # and heap in every block but reuses few pages; scattered walks over large tables
+    # miss the memo as they miss the cache).
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
+    memo_pipe = use_memo
+    pipe_looks = 0
+    pipe_hits = 0
     addr_mask = fp[6] & ~fp[12]
     nb = (hi - lo + LANES - 1) // LANES
     # grouped order reads its accesses' records out of order: they are requested two
@@ -287,7 +292,13 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
             i1 = order[w1] if ordered else np.int64(w1)
             active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
                                   or (per_asid and asid[i0] != asid[i1]))
-        block_memo = use_memo and (depth == 0 or (step >= 0 and not active[step % _RING]))
+        on_pipe = depth > 0 and step >= 0 and active[step % _RING]
+        block_memo = use_memo and (memo_pipe or not on_pipe)
+        if on_pipe and memo_pipe and pipe_looks >= 256:
+            if 2 * pipe_hits < pipe_looks:
+                memo_pipe = False
+            pipe_looks = 0
+            pipe_hits = 0
         for lane in range(LANES):
             for d in range(depth, 0, -1):
                 w = lo + (step + d) * LANES + lane
@@ -326,6 +337,9 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
                 tag = _memo_tag(addr[i], a, va_bits)
                 row = _memo_row(tag, set_mask)
                 hit = _memo_find(memo, row, tag, epoch)
+                if on_pipe:
+                    pipe_looks += 1
+                    pipe_hits += hit >= 0
             if hit >= 0:
                 (f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, gpa) = _memo_result(
                     memo, hit, addr[i], af, pk, fp, perms, slot_base, slot_end)
