@@ -472,6 +472,45 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
     return rows, checks, info
 
 
+TRACE = "(c) wordfreq"
+TRACE_FILE = REPO / "data" / "wordfreq.lackey.xz"
+
+
+def measure_trace(threads=(1, 2), repeats=3):
+    """A real trace: data/wordfreq.lackey.xz through the address space of its
+    /proc/self/maps (data/wordfreq.maps): ``translate()`` for every thread count, with and
+    without the walk memo, next to the naive loop on the same tables. ``(rows, checks,
+    note)``."""
+    from vecmmu.access import concat_accesses
+    from vecmmu.io import open_trace
+    from vecmmu.io.procmaps import address_space_from_maps
+    sp = address_space_from_maps(str(TRACE_FILE.with_name("wordfreq.maps")))
+    batch = concat_accesses(list(open_trace(str(TRACE_FILE))))
+    n = batch.shape[0]
+    g = Guest(TRACE, f"{TRACE}: {n:,} accesses of a real lackey trace", sp.mmu, None, None, 0.0)
+    w = sp.walker()
+    addr = np.ascontiguousarray(batch["addr"].view(np.int64))
+    r = w.translate(batch)
+    first = r.part == 0
+    ok = r.fault[first] == 0
+    ngpa, nfault = naive_walk(addr, g.ram64, g.mmu.ram_base, g.root)
+    same = np.array_equal(ngpa[ok].view(np.uint64), r.gpa[first][ok]) and not nfault[ok].any()
+    checks = [f"{'ok      ' if same else 'MISMATCH'} naive loop == kernel GPA on the "
+              f"{int(ok.sum()):,} successful accesses, case {TRACE}"]
+    timed = {translate_name(k, "input"): (lambda k=k: w.translate(batch, threads=k), (NAIVE, NOMEMO))
+             for k in threads}
+    timed[NOMEMO] = (lambda: w.translate(batch, threads=1, memo=False), (NAIVE,))
+    timed[NAIVE] = (lambda: naive_walk(addr, g.ram64, g.mmu.ram_base, g.root), ())
+    log(f"walk {TRACE}: {len(timed)} contenders, {repeats} rounds")
+    best = best_times({k: v[0] for k, v in timed.items()}, repeats)
+    rows = [Row(FAMILY, TRACE, k, n if k == NAIVE else len(r), best[k], "translations", v[1],
+                SHORT.get(k, "")) for k, v in timed.items()]   # translate(): one per page touched
+    pages = np.unique(batch["addr"] >> np.uint64(12)).shape[0]
+    note = (f"walk {TRACE}: data/wordfreq.lackey.xz ({n:,} accesses, {pages:,} distinct pages, "
+            f"some crossing a page: {len(r):,} translations) through data/wordfreq.maps")
+    return rows, checks, note
+
+
 def walk_targets(rows, default_threads=None):
     """The issue's walk targets, as ratios of ``rows`` (rows that were not measured are
     left out)."""

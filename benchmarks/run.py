@@ -86,6 +86,10 @@ def run_walk(quick, threads):
         rows += r
         checks += c
     del large, small
+    r, c, note = W.measure_trace(threads, repeats=s["repeats"])
+    rows += r
+    checks += c
+    notes.append(note)
     return rows, checks, notes, lambda all_rows: W.walk_targets(all_rows, max(threads))
 
 
