@@ -169,14 +169,9 @@ def test_concurrent_calls_on_one_walker():
         assert np.array_equal(got[k], want[k])
 
 
-@pytest.mark.skipif(not numba.config.DISABLE_JIT,
-                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
-@pytest.mark.nojit
-def test_memo_replaces_walks(monkeypatch):
-    """With the memo, 300 accesses to 5 pages (one of them unmapped) walk 5 times; without
-    it, 300 times. A trace needs every walk, so trace=True walks every access."""
-    m = Mmu.for_mode("4level", ram_size=8 << 20)
-    m.map(0x40_0000, 4 * 0x1000, user=True)
+def _count_walks(monkeypatch):
+    """The addresses the kernel walks from now on (JIT off: the walker is a Python
+    function looked up in kernels.cpu_walk at each call)."""
     real = cpu_walk.walk_x86_flat
     calls = []
 
@@ -185,6 +180,18 @@ def test_memo_replaces_walks(monkeypatch):
         return real(*a)
 
     monkeypatch.setattr(cpu_walk, "walk_x86_flat", counting)
+    return calls
+
+
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_memo_replaces_walks(monkeypatch):
+    """With the memo, 300 accesses to 5 pages (one of them unmapped) walk 5 times; without
+    it, 300 times. A trace needs every walk, so trace=True walks every access."""
+    m = Mmu.for_mode("4level", ram_size=8 << 20)
+    m.map(0x40_0000, 4 * 0x1000, user=True)
+    calls = _count_walks(monkeypatch)
     rng = np.random.default_rng(1)
     addr = np.uint64(0x40_0000) + rng.integers(0, 5 * 0x1000, 300).astype(np.uint64)
     w = m.walker()
@@ -237,14 +244,7 @@ def test_memo_on_scattered_blocks_while_it_pays(monkeypatch):
     m = Mmu.for_mode("4level", ram_size=16 << 20)
     m.map(0x40_0000, 3 * 0x1000, user=True)
     m.map(0x7FFF_F000_0000, 3 * 0x1000, user=True, nx=True)
-    real = cpu_walk.walk_x86_flat
-    calls = []
-
-    def counting(*a):
-        calls.append(a[1])
-        return real(*a)
-
-    monkeypatch.setattr(cpu_walk, "walk_x86_flat", counting)
+    calls = _count_walks(monkeypatch)
     rng = np.random.default_rng(2)
     base = np.where(np.arange(2000) % 2 == 0, 0x40_0000, 0x7FFF_F000_0000).astype(np.uint64)
     addr = base + rng.integers(0, 3 * 0x1000, 2000).astype(np.uint64)
