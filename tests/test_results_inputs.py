@@ -1,4 +1,5 @@
 """Result frames, page-crossing accesses, and clear errors for bad input."""
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +53,7 @@ def test_split_page_crossing_matches_the_rule():
     starts at the next page (wrapping at 2**64) and keeps the other fields."""
     from vecmmu.access import split_page_crossing
     rng = np.random.default_rng(4)
-    n = 5000
+    n = 5000 if numba.config.DISABLE_JIT else 200_003      # JIT: three parallel parts
     addr = rng.integers(0, 1 << 64, n, dtype=np.uint64)
     addr[:50] = np.uint64(2**64 - 3)
     size = rng.integers(1, 4097, n)
@@ -68,6 +69,9 @@ def test_split_page_crossing_matches_the_rule():
     want_part = np.zeros(want_index.shape[0], np.uint8)
     want_part[1:][want_index[1:] == want_index[:-1]] = 1
     assert np.array_equal(part, want_part)
+    if not numba.config.DISABLE_JIT:
+        from vecmmu.kernels.trace_parse import count_crossing
+        assert count_crossing(b.view(np.uint8), b.dtype.itemsize, 0, 13).shape[0] == 4
     want = b[want_index]
     want["addr"] = np.where(want_part == 1, (want["addr"] | np.uint64(0xFFF)) + np.uint64(1),
                             want["addr"])

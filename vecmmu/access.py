@@ -194,16 +194,21 @@ def split_page_crossing(batch: np.ndarray):
     """``(rows, access, part)``: a checked batch with every access that crosses a 4 KiB
     boundary as two rows, the second at the next page (``part`` 1), and ``access`` the
     batch index of each row; ``(batch, None, None)`` when none crosses (row i is access
-    i). Two jitted passes over the records' bytes."""
+    i). Two jitted passes over the records' bytes, in parallel parts."""
     from .kernels.trace_parse import count_crossing, split_crossing
     raw = np.ascontiguousarray(batch).view(np.uint8)
     f = ACCESS_DTYPE.fields
     o_addr, o_size = f["addr"][1], f["size"][1]
-    m = count_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size)
+    counts = count_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size)
+    m = int(counts.sum())
     if m == 0:
         return batch, None, None
-    rows, index, part = split_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size, m)
-    return rows.view(ACCESS_DTYPE), index, part
+    rows = np.empty(batch.shape[0] + m, ACCESS_DTYPE)
+    index = np.empty(rows.shape[0], np.int64)
+    part = np.empty(rows.shape[0], np.uint8)
+    split_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size, counts, rows.view(np.uint8),
+                   index, part)
+    return rows, index, part
 
 
 def as_accesses(obj, **kw) -> np.ndarray:

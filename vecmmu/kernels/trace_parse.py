@@ -408,33 +408,34 @@ def scan_accesses(raw, itemsize, o_kind, o_flags, o_size, o_asid):
     return mk, mf, smin, smax, amax
 
 
-@jit
-def count_crossing(raw, itemsize, o_addr, o_size):
-    """How many accesses of a batch (``raw``: its flat uint8 view) cross a 4 KiB boundary."""
-    n = raw.shape[0] // itemsize
-    ptr = raw.ctypes.data
+@jit_nrt_free
+def _count_crossing(ptr, lo, hi, itemsize, o_addr, o_size):
     m = 0
-    for i in range(n):
+    for i in range(lo, hi):
         p = ptr + i * itemsize
         m += ((load_u32(p + o_addr) & 0xFFF) + load_u32(p + o_size)) > 4096
     return m
 
 
-@jit
-def split_crossing(raw, itemsize, o_addr, o_size, m):
-    """The batch with each of its ``m`` page-crossing accesses as two records, the second
-    starting at the next page: ``(records as flat bytes, access index (i8), part (u1))``.
-    Records are copied 8 bytes at a time (``itemsize`` >= 8)."""
+@pjit
+def count_crossing(raw, itemsize, o_addr, o_size):
+    """Per parallel part of a batch (``raw``: its flat uint8 view), how many accesses cross
+    a 4 KiB boundary: ``counts`` with ``counts[t + 1]`` for part t, ``counts[0] = 0``."""
     n = raw.shape[0] // itemsize
+    parts = max(1, min(64, n >> 16))
+    counts = np.zeros(parts + 1, np.int64)
     ptr = raw.ctypes.data
-    out = np.empty((n + m) * itemsize, np.uint8)
-    optr = out.ctypes.data
-    index = np.empty(n + m, np.int64)
-    part = np.zeros(n + m, np.uint8)
+    for t in prange(parts):
+        counts[t + 1] = _count_crossing(ptr, t * n // parts, (t + 1) * n // parts, itemsize,
+                                        o_addr, o_size)
+    return counts
+
+
+@jit_nrt_free
+def _split_range(ptr, optr, lo, hi, k, itemsize, o_addr, o_size, index, part):
     words = itemsize // 8
     tail = itemsize - 8                       # the last 8 bytes (overlapping the words)
-    k = 0
-    for i in range(n):
+    for i in range(lo, hi):
         p = ptr + i * itemsize
         cross = ((load_u32(p + o_addr) & 0xFFF) + load_u32(p + o_size)) > 4096
         for c in range(2 if cross else 1):
@@ -443,8 +444,27 @@ def split_crossing(raw, itemsize, o_addr, o_size, m):
                 store_u64(q + 8 * x, load_u64(p + 8 * x))
             store_u64(q + tail, load_u64(p + tail))
             index[k] = i
+            part[k] = c
             if c == 1:
-                part[k] = 1
                 store_u64(q + o_addr, (load_u64(p + o_addr) | 0xFFF) + 1)
             k += 1
-    return out, index, part
+
+
+@pjit
+def split_crossing(raw, itemsize, o_addr, o_size, counts, out, index, part):
+    """The batch with each page-crossing access as two records, the second starting at
+    the next page, written to ``out`` (flat bytes, ``(n + crossing) * itemsize``), with
+    each record's access ``index`` and ``part`` (0, or 1 for a second record); ``counts``
+    from :func:`count_crossing`. Records are copied 8 bytes at a time (``itemsize`` >=
+    8), in the same parallel parts. The caller allocates the outputs: numpy asks for
+    huge pages for them, Numba's allocator does not (4 KiB page faults were most of the
+    time)."""
+    n = raw.shape[0] // itemsize
+    parts = counts.shape[0] - 1
+    start = np.cumsum(counts)
+    ptr = raw.ctypes.data
+    optr = out.ctypes.data
+    for t in prange(parts):
+        lo = t * n // parts
+        _split_range(ptr, optr, lo, (t + 1) * n // parts, lo + start[t], itemsize, o_addr,
+                     o_size, index, part)
