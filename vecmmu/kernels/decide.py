@@ -18,7 +18,7 @@ permission-table row and the variant's overlay segments.
 import numpy as np
 
 from ._jit import jit_walker, pjit, prange
-from .walkers import access_pfec
+from .walkers import AF_AC, AF_IMPLICIT, access_pfec, leaf_fault
 
 # record columns (NESTED_COLS order)
 R_FAULT, R_EC, R_QUAL, R_STAGE, R_FLEVEL, R_GLEVEL, R_EADDR, R_EVAL, R_LEAF, R_SHIFT, R_ACC, \
@@ -46,11 +46,9 @@ FMT_MBEC = 32
 FMT_EPT = 16
 FMT_EXECONLY = 1 << 30       # passed in VP_TFLAGS only (not a format flag)
 
-PF_P = 1
 PF_W = 2
 PF_U = 4
 PF_FETCH = 16
-PF_PK = 32
 
 
 @jit_walker
@@ -80,17 +78,13 @@ def decide_row(rec, i, kind, user, ac, implicit, vp, perms, tperms, ov_lo, ov_hi
     a = ac != 0
     if vp[VP_AC] >= 0:
         a = vp[VP_AC] != 0
-    not_smap = a and implicit == 0
-    row = (pfec + (np.int64(not_smap) << 3)) >> 1
-    fault = (np.int64(perms[row]) >> acc) & 1
-    ec = ec_acc | PF_P
-    pkru_mask = vp[VP_PKRU_MASK]
-    if pkru_mask != 0:
-        pk = (vp[VP_PKRU] >> (rec[R_PKEY, i] * 2)) & 3
-        pk &= pkru_mask >> ((pfec & ~np.int64(1)) + ((acc & 4) << 1))
-        if pk != 0:
-            ec |= PF_PK
-            fault = 1
+    af = np.int64(0)                   # the flags leaf_fault reads: AC (the variant's) and implicit
+    if a:
+        af |= AF_AC
+    if implicit != 0:
+        af |= AF_IMPLICIT
+    fault, ec = leaf_fault(af, pfec, ec_acc, acc, rec[R_PKEY, i], vp[VP_PKRU],
+                           vp[VP_PKRU_MASK], perms)
     st = rec[R_STAGE, i]
     success = f == F_NONE
     nested = vp[VP_TROOT] != 0
