@@ -226,7 +226,7 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
     sequential writes, one record read per access (requested 64 accesses ahead)."""
     for i in range(lo, hi):
         if i + 64 < hi:
-            prefetch(rec_ptr + g_inv[i + 64] * 40)
+            prefetch(rec_ptr + g_inv[i + 64] * g_rec.strides[0])
         w = g_inv[i]
         o_gpa[i] = g_rec[w, 0]
         o_ec[i] = g_rec[w, 1]
@@ -283,7 +283,7 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
                 if w < hi:
                     p = in_ptr + order[w] * in_stride
                     prefetch(p)
-                    prefetch(p + 20)
+                    prefetch(p + in_stride - 1)       # a record may span two lines
         qb = step + depth                         # the block entering the pipeline
         if depth > 0 and qb >= 0 and qb < nb:
             w0 = lo + qb * LANES
