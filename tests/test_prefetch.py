@@ -37,9 +37,10 @@ def _guest(mode, ram_size=64 << 20):
     vas += [va, va + 12345]
     vas += [int(x) << 12 for x in rng.integers(0, top >> 12, 50)]          # mostly unmapped
     vas = np.array(vas, dtype=np.uint64)
-    while True:          # scattered: no block of 16 starts and ends in one 2 MiB region
+    L = cpu_walk.LANES
+    while True:          # scattered: no block of LANES starts and ends in one 2 MiB region
         vas = rng.permutation(vas)
-        first, last = vas[::16], vas[np.minimum(np.arange(15, vas.shape[0] + 15, 16), vas.shape[0] - 1)]
+        first, last = vas[::L], vas[np.minimum(np.arange(L - 1, vas.shape[0] + L - 1, L), vas.shape[0] - 1)]
         if ((first ^ last) >> np.uint64(21)).all():
             return m, vas
 
@@ -77,8 +78,9 @@ def test_prefetch_requests_the_entries_walks_read(mode, monkeypatch):
 @watchable
 @pytest.mark.nojit
 def test_local_blocks_skip_the_prefetch(monkeypatch):
-    """A block of 16 walks from one 2 MiB region is not prefetched (its lines are in
-    cache after the first walk); a scattered block is; prefetch=False turns it off."""
+    """A block of walks from one 2 MiB region is not prefetched (its lines are in cache
+    after the first walk); a scattered block is; prefetch=False turns it off. (16 walks
+    make one block: ``cpu_walk.LANES`` is larger.)"""
     seen = []
     monkeypatch.setattr(cpu_walk, "prefetch", seen.append)
     m = Mmu.for_mode("4level", ram_size=16 << 20)
@@ -86,6 +88,7 @@ def test_local_blocks_skip_the_prefetch(monkeypatch):
     m.map(0x7F00_0000_0000, 4096)
     w = m.walker()
     local = 0x40_0000 + 4096 * np.arange(16, dtype=np.uint64)
+    assert cpu_walk.LANES >= 16
     w.translate(local)
     assert seen == []
     scattered = local.copy()

@@ -343,12 +343,11 @@ class PageWalk:
         on tables far larger than cache and slower on local traces, where input order
         already keeps table lines in cache.
 
-        ``prefetch`` (cpu_walk of 4- and 5-level tables): request each walk's table
-        entries level by level while earlier walks compute (a software pipeline across
-        walks), so tables far larger than cache are walked several times faster. Blocks of
-        16 walks that start and end in one 2 MiB region skip it (their lines are in cache);
-        on scattered walks over tables that fit in cache it costs some 15-20 %. A hint:
-        results never depend on it.
+        ``prefetch`` (cpu_walk of 4- and 5-level tables): before each block of 64 walks,
+        request all their table entries level by level, so the block's cache misses
+        overlap instead of waiting one after another: tables far larger than cache are
+        walked several times faster. Blocks that start and end in one 2 MiB region skip
+        it (their lines are in cache). A hint: results never depend on it.
 
         ``memo`` (cpu_walk without A/D or trace): within one call memory does not change,
         so each thread keeps the walk outcomes of recent pages (a 2-way set-associative

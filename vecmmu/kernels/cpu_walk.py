@@ -15,33 +15,42 @@ from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  #
                       walk_x86_flat)
 
 
-LANES = 16          # walks per block: the unit of the prefetch pipeline
+LANES = 64          # walks per block: the unit of the table prefetch
 SUPER = 4096        # addresses per parallel work item
-_RING = 8           # blocks in flight (>= 5 levels + 1)
 
 
 @jit_walker
-def _prefetch_step(hp, root, va, stage, root_level, addr_mask, slot_base, slot_end, slot_ptr):
-    """One step of one walk's table prefetch: read the entry one level up (at host address
-    ``hp``, requested at the previous step; at ``stage == root_level - 1`` the root entry,
-    which is read directly) and request the entry at level ``stage``. Returns its host
-    address, or -1 (the walk stops there: not present, a large page, outside memory).
+def _prefetch_block(b0, b1, cur, addr, asid, per_asid, roots, order, ordered, root_level,
+                    addr_mask, slot_base, slot_end, slot_ptr):
+    """Request the table entries below the root of walks ``b0..b1`` (walk positions),
+    level by level: every walk's entry at one level is requested before any is read, so
+    a thread has as many misses in flight as the hardware allows; each is read one level
+    later to find the next. ``cur`` (>= ``b1 - b0``): per walk, the host address of its
+    entry at the current level, or -1 (the walk stops there: not present, a large page,
+    outside memory).
 
     A hint only: it follows present, non-large entries through the address mask and
     checks nothing else; the walk reads and checks every entry itself, so no result
     depends on it. Reads are bounds-checked like the walker's."""
-    if stage == root_level - 1:
-        hp = host_addr(slot_base, slot_end, slot_ptr,
-                       root + ((va >> (9 * root_level)) & (511 * 8)), 8)
-    p = np.int64(-1)
-    if hp >= 0:
-        e = load_u64(hp)
-        if (e & 1) != 0 and (stage >= 3 or (e & 0x80) == 0):   # large pages at levels 2, 3
-            p = host_addr(slot_base, slot_end, slot_ptr,
-                          (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8)), 8)
-            if p >= 0:
-                prefetch(p)
-    return p
+    m = b1 - b0
+    for k in range(m):                    # root entries: read directly (few, in cache)
+        i = order[b0 + k] if ordered else np.int64(b0 + k)
+        cur[k] = host_addr(slot_base, slot_end, slot_ptr,
+                           roots[asid[i] if per_asid else asid[0]]
+                           + ((addr[i] >> (9 * root_level)) & (511 * 8)), 8)
+    for stage in range(root_level - 1, 0, -1):      # read level stage + 1, request level stage
+        for k in range(m):
+            hp = cur[k]
+            p = np.int64(-1)
+            if hp >= 0:
+                e = load_u64(hp)
+                if (e & 1) != 0 and (stage >= 3 or (e & 0x80) == 0):   # large: levels 2, 3
+                    i = order[b0 + k] if ordered else np.int64(b0 + k)
+                    p = host_addr(slot_base, slot_end, slot_ptr,
+                                  (e & addr_mask) + ((addr[i] >> (9 * stage)) & (511 * 8)), 8)
+                    if p >= 0:
+                        prefetch(p)
+            cur[k] = p
 
 
 # --- the walk memo -------------------------------------------------------------------------
@@ -166,16 +175,16 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     rec_ptr = g_rec.ctypes.data
     in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
     in_stride = addr.strides[0]
+    scratch = np.empty((parts, LANES), np.int64)      # the table prefetch's, per part
     for t in prange(parts):
-        hp = np.empty((_RING, LANES), np.int64)
-        active = np.zeros(_RING, np.bool_)
+        hp = scratch[t]
         m = memo[t]
         plo = min(n, (t * nsup // parts) * SUPER)
         phi = min(n, ((t + 1) * nsup // parts) * SUPER)
         if grouped and phi > plo:
             _group_part(addr, asid, plo, phi, fp[3], g_order, g_inv)
         for s in range(plo, phi, SUPER):
-            _translate_range(s, min(phi, s + SUPER), hp, active, addr, kind, user, ac, implicit,
+            _translate_range(s, min(phi, s + SUPER), hp, addr, kind, user, ac, implicit,
                              stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
                              o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
                              o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
@@ -243,12 +252,12 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
 
 
 @jit_nrt_free
-def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, asid, pkru,
+def _translate_range(lo, hi, hp, addr, kind, user, ac, implicit, stack, asid, pkru,
                      roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
                      o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
                      tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr, in_stride):
-    """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` and ``active``: the prefetch
-    pipeline's scratch; ``memo``: this part's walk memo). A call, not inlined into the
+    """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` (LANES,): the table
+    prefetch's scratch; ``memo``: this part's walk memo). A call, not inlined into the
     ``prange`` body: Numba's parfor passes grow with the body's size, and the walker is
     large."""
     n = addr.shape[0]
@@ -258,59 +267,41 @@ def _translate_range(lo, hi, hp, active, addr, kind, user, ac, implicit, stack, 
     va_bits = fp[3]
     use_memo = memo.shape[0] >= 2 and not do_trace and fp[0] != 0
     set_mask = (memo.shape[0] >> 1) - 1
-    # software pipeline (4- and 5-level tables): each walk's entries are requested level
-    # by level in the blocks before its own, one level per block, spread over that block's
-    # walks, so they arrive while other walks compute. A block whose first and last walks
-    # are in one 2 MiB region of one address space (a local trace, or small tables: their
-    # lines are already in cache) skips it. Local blocks always use the memo; blocks on
-    # the pipeline use it only while it pays: in each range, once 256 of its lookups
-    # there have hit less than half the time, they stop (a real trace mixes code, stack
-    # and heap in every block but reuses few pages; scattered walks over large tables
-    # miss the memo as they miss the cache).
+    # table prefetch (4- and 5-level tables): before a block of LANES walks, all their
+    # entries below the root are requested level by level (_prefetch_block). A block
+    # whose first and last walks are in one 2 MiB region of one address space (a local
+    # trace, or small tables: their lines are already in cache) skips it. Local blocks
+    # always use the memo; prefetched blocks use it only while it pays: in each range,
+    # once 256 of their lookups have hit less than half the time, they stop (a real trace
+    # mixes code, stack and heap in every block but reuses few pages; scattered walks over
+    # large tables miss the memo as they miss the cache).
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     memo_pipe = use_memo
     pipe_looks = 0
     pipe_hits = 0
     addr_mask = fp[6] & ~fp[12]
-    nb = (hi - lo + LANES - 1) // LANES
-    # grouped order reads its accesses' records out of order: they are requested two
-    # blocks before the first use
-    ahead = depth + 2 if ordered else depth
-    for step in range(-ahead, nb):
-        if ordered and step + ahead < nb:
-            for lane in range(LANES):
-                w = lo + (step + ahead) * LANES + lane
-                if w < hi:
-                    p = in_ptr + order[w] * in_stride
-                    prefetch(p)
-                    prefetch(p + in_stride - 1)       # a record may span two lines
-        qb = step + depth                         # the block entering the pipeline
-        if depth > 0 and qb >= 0 and qb < nb:
-            w0 = lo + qb * LANES
-            w1 = min(hi, w0 + LANES) - 1
-            i0 = order[w0] if ordered else np.int64(w0)
-            i1 = order[w1] if ordered else np.int64(w1)
-            active[qb % _RING] = (((addr[i0] ^ addr[i1]) >> 21) != 0
-                                  or (per_asid and asid[i0] != asid[i1]))
-        on_pipe = depth > 0 and step >= 0 and active[step % _RING]
+    for b0 in range(lo, hi, LANES):
+        b1 = min(hi, b0 + LANES)
+        if ordered:        # grouped order: the next block's access records, out of order
+            for w in range(b1, min(hi, b1 + LANES)):
+                p = in_ptr + order[w] * in_stride
+                prefetch(p)
+                prefetch(p + in_stride - 1)       # a record may span two lines
+        on_pipe = False
+        if depth > 0:
+            i0 = order[b0] if ordered else np.int64(b0)
+            i1 = order[b1 - 1] if ordered else np.int64(b1 - 1)
+            on_pipe = ((addr[i0] ^ addr[i1]) >> 21) != 0 or (per_asid and asid[i0] != asid[i1])
+            if on_pipe:
+                _prefetch_block(b0, b1, hp, addr, asid, per_asid, roots, order, ordered, fp[0],
+                                addr_mask, slot_base, slot_end, slot_ptr)
         block_memo = use_memo and (memo_pipe or not on_pipe)
         if on_pipe and memo_pipe and pipe_looks >= 256:
             if 2 * pipe_hits < pipe_looks:
                 memo_pipe = False
             pipe_looks = 0
             pipe_hits = 0
-        for lane in range(LANES):
-            for d in range(depth, 0, -1):
-                w = lo + (step + d) * LANES + lane
-                r = (step + d) % _RING
-                if step + d >= 0 and w < hi and active[r]:
-                    i = order[w] if ordered else np.int64(w)
-                    hp[r, lane] = _prefetch_step(
-                        hp[r, lane], roots[asid[i] if per_asid else asid[0]], addr[i], d,
-                        fp[0], addr_mask, slot_base, slot_end, slot_ptr)
-            j = lo + step * LANES + lane
-            if step < 0 or j >= hi:
-                continue
+        for j in range(b0, b1):
             i = np.int64(j)
             if ordered:
                 i = order[j]
