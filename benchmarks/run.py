@@ -81,7 +81,8 @@ def run_walk(quick, threads):
     rows, checks = [], []
     for g in (large, small):
         r, c, _ = W.measure_case(g, s["n"], rng, threads=threads, orders=("input", "grouped"),
-                                 kernel_threads=(1,), naive_threads=(1,), numpy_n=s["numpy_n"],
+                                 kernel_threads=(1,), naive_threads=(1,),
+                                 bound_threads=threads if g is large else (), numpy_n=s["numpy_n"],
                                  ref_n=s["ref_n"], repeats=s["repeats"])
         rows += r
         checks += c
