@@ -255,3 +255,24 @@ def test_memo_on_scattered_blocks_while_it_pays(monkeypatch):
     far = (np.arange(3000, dtype=np.uint64) * np.uint64(0x20_0000 * 7919)) & np.uint64((1 << 47) - 1)
     far[::3] = addr[:1000]
     _same(w, far, user=True)
+
+
+def test_grouped_order_over_several_parts():
+    """Grouped order is three parallel passes over each chunk (group, walk, gather
+    back), each over the per-thread parts of ``_part_bounds``: with two parts of unequal
+    size, every result is where input order puts it (a part left ungrouped fails)."""
+    m = Mmu.for_mode("4level", ram_size=32 << 20)
+    rng = np.random.default_rng(4)
+    starts = rng.choice(1 << 20, 60, replace=False).astype(np.uint64) << np.uint64(26)
+    for k, va in enumerate(starts):
+        m.map(int(va), 4 * 4096, user=bool(k & 1), nx=bool(k & 2))
+    n = 3 * cpu_walk.SUPER + 77                       # parts of 2 and 1.02 ranges
+    addr = starts[rng.integers(0, 60, n)] + rng.integers(0, 5 * 4096, n).astype(np.uint64)
+    kind = rng.integers(0, 3, n)
+    w = m.walker()
+    assert numba.config.NUMBA_NUM_THREADS >= 2, "needs two threads"
+    base = w.translate(addr, kind, user=kind == 0, order="input", threads=2)
+    got = w.translate(addr, kind, user=kind == 0, order="grouped", threads=2)
+    assert len(set(base.fault)) >= 2
+    for col, v in base.columns().items():
+        assert np.array_equal(v, got.columns()[col]), col

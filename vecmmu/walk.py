@@ -483,10 +483,15 @@ class PageWalk:
                     o = [np.empty(hi - lo, x.dtype) for x in outs]
                 g = grouped and p == 0
                 sl = slice(0, hi - lo) if g else slice(0, 1)
+                if g:
+                    K.group_parts(fields[0][lo:hi], a, memo.shape[0], params[3], g_order[sl],
+                                  g_inv[sl])
                 K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
                                 params, rsvd, perms, self._wopts, memt, *o,
                                 need_trace, t[0], t[1], prefetch, memo, epoch, g,
-                                g_order[sl], g_inv[sl], g_rec[sl])
+                                g_order[sl], g_rec[sl])
+                if g:
+                    K.ungroup_parts(memo.shape[0], g_inv[sl], g_rec[sl], *o)
                 if ad == "trace" or (ad == "snapshot" and p == 1):
                     # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                     K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,

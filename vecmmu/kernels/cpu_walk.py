@@ -156,7 +156,7 @@ def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, r
 def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
                   o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on,
-                  memo, epoch, grouped, g_order, g_inv, g_rec):
+                  memo, epoch, grouped, g_order, g_rec):
     """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
@@ -165,31 +165,56 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
     ``memo`` ``(parts, rows, 4)`` int64: the work is split into ``parts`` contiguous
     parts run in parallel, each with its own walk memo (``rows`` of 0: no memo);
-    ``epoch`` (>= 1) marks this call's memo entries. ``grouped``: each part is walked
-    grouped by 2 MiB region (:func:`_group_part`), its results gathered back in input
-    order; ``g_order``, ``g_inv`` (n,) and ``g_rec`` (n, 5) are its scratch.
+    ``epoch`` (>= 1) marks this call's memo entries. ``grouped``: each part is walked in
+    the order ``g_order`` (n,) that :func:`group_parts` made, one record per walk into
+    ``g_rec`` (n, 5), which :func:`ungroup_parts` then writes to the outputs in input
+    order: three passes, so a call in input order never compiles the grouping.
     """
     n = addr.shape[0]
-    nsup = (n + SUPER - 1) // SUPER
     parts = memo.shape[0]
-    rec_ptr = g_rec.ctypes.data
     in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
     in_stride = addr.strides[0]
     scratch = np.empty((parts, LANES), np.int64)      # the table prefetch's, per part
     for t in prange(parts):
         hp = scratch[t]
         m = memo[t]
-        plo = min(n, (t * nsup // parts) * SUPER)
-        phi = min(n, ((t + 1) * nsup // parts) * SUPER)
-        if grouped and phi > plo:
-            _group_part(addr, asid, plo, phi, fp[3], g_order, g_inv)
+        plo, phi = _part_bounds(n, parts, t)
         for s in range(plo, phi, SUPER):
             _translate_range(s, min(phi, s + SUPER), hp, addr, kind, user, ac, implicit,
                              stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
                              o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
                              o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
                              epoch, grouped, g_order, g_rec, in_ptr, in_stride)
-        if grouped and phi > plo:
+
+
+@jit
+def _part_bounds(n, parts, t):
+    """Accesses ``lo..hi`` of part ``t`` of ``parts``: whole ``SUPER`` ranges, the same
+    split in every pass over a chunk."""
+    nsup = (n + SUPER - 1) // SUPER
+    return min(n, (t * nsup // parts) * SUPER), min(n, ((t + 1) * nsup // parts) * SUPER)
+
+
+@pjit
+def group_parts(addr, asid, parts, va_bits, g_order, g_inv):
+    """Grouped order, pass 1: each part's walk order (:func:`_group_part`)."""
+    n = addr.shape[0]
+    for t in prange(parts):
+        plo, phi = _part_bounds(n, parts, t)
+        if phi > plo:
+            _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv)
+
+
+@pjit
+def ungroup_parts(parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
+                  o_shift, o_acc, o_pkey, o_refs):
+    """Grouped order, pass 3: each part's walk records back to the outputs in input
+    order (:func:`_ungroup`)."""
+    n = g_inv.shape[0]
+    rec_ptr = g_rec.ctypes.data
+    for t in prange(parts):
+        plo, phi = _part_bounds(n, parts, t)
+        if phi > plo:
             _ungroup(plo, phi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_eaddr,
                      o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
 
