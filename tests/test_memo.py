@@ -219,7 +219,8 @@ def test_grouped_order_groups_by_region():
     lo, hi = 1000, 19_000                              # one part of a chunk
     order = np.full(n, -1, np.int64)
     inv = np.full(n, -1, np.int64)
-    cpu_walk._group_part(addr, asid, lo, hi, np.int64(48), order, inv)
+    hist = np.full(cpu_walk.GROUP_BUCKETS_MAX + 1, 7, np.int64)     # scratch: not zeroed
+    cpu_walk._group_part(addr, asid, lo, hi, np.int64(48), order, inv, hist)
     part = order[lo:hi]
     assert sorted(part) == list(range(lo, hi))
     assert (inv[part] == np.arange(lo, hi)).all()

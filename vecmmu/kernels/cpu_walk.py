@@ -15,6 +15,7 @@ from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  #
                       walk_x86_flat)
 
 
+GROUP_BUCKETS_MAX = 1 << 16     # order="grouped": counting-sort buckets per part, at most
 LANES = 64          # walks per block: the unit of the table prefetch
 SUPER = 4096        # addresses per parallel work item
 
@@ -199,10 +200,11 @@ def _part_bounds(n, parts, t):
 def group_parts(addr, asid, parts, va_bits, g_order, g_inv):
     """Grouped order, pass 1: each part's walk order (:func:`_group_part`)."""
     n = addr.shape[0]
+    hists = np.empty((parts, GROUP_BUCKETS_MAX + 1), np.int64)     # counting-sort scratch
     for t in prange(parts):
         plo, phi = _part_bounds(n, parts, t)
         if phi > plo:
-            _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv)
+            _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv, hists[t])
 
 
 @pjit
@@ -220,19 +222,20 @@ def ungroup_parts(parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr, o
 
 
 @jit
-def _group_part(addr, asid, lo, hi, va_bits, g_order, g_inv):
+def _group_part(addr, asid, lo, hi, va_bits, g_order, g_inv, hist):
     """The walk order of accesses ``lo..hi`` grouped by (asid, 2 MiB region): one counting
     sort on a hash of the region into buckets of about 32 accesses (stable within a
     bucket; contiguous regions go to consecutive buckets), so the walks of one region,
     which share their table lines, run together. ``g_order[pos]`` is the access walked at
-    position ``pos``, ``g_inv[i]`` the position of access ``i``."""
+    position ``pos``, ``g_inv[i]`` the position of access ``i``. ``hist``: scratch of
+    ``GROUP_BUCKETS_MAX + 1`` words."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     bits = 4
-    while bits < 16 and (np.int64(32) << bits) < hi - lo:
+    while (np.int64(1) << bits) < GROUP_BUCKETS_MAX and (np.int64(32) << bits) < hi - lo:
         bits += 1
     nb = np.int64(1) << bits
-    hist = np.zeros(nb + 1, np.int64)
+    hist[:nb + 1] = 0
     for i in range(lo, hi):
         a = addr[i]
         if va_bits == 32:
