@@ -66,9 +66,17 @@ def _prefetch_block(b0, b1, cur, addr, asid, per_asid, roots, order, ordered, ro
 MK_LEAF = 1             # walk reached its leaf: rights, pkey, page size, the leaf entry
 MK_PF = 2               # walk stopped with #PF before a leaf (not present, reserved bit)
 MK_UNBACKED = 3         # walk stopped at a table entry outside memory
-M_EPOCH = 40            # info bits 40..62: the epoch (1 .. MEMO_EPOCH_MAX)
-MEMO_EPOCH_MAX = (1 << 23) - 1
+# the info word: bits 1:0 the kind (MK_*), then these fields
+M_LEVEL = 2             # bits 4:2 leaf level, or the level where the walk stopped
+M_SHIFT = 5             # bits 10:5 page shift
+M_ACC = 11              # bits 14:11 accumulated rights
+M_PKEY = 15             # bits 18:15 protection key
+M_REFS = 19             # bits 26:19 entries read
+M_P = 27                # bit 27 (MK_PF): the error code's P bit
+M_RSVD = 28             # bit 28 (MK_PF): the error code's RSVD bit
 M_CHECK = np.int64(1) << 29     # the leaf's frame is not wholly in one memslot
+M_EPOCH = 40            # bits 62:40: the epoch (1 .. MEMO_EPOCH_MAX)
+MEMO_EPOCH_MAX = (1 << 23) - 1
 
 
 @jit_walker
@@ -102,19 +110,19 @@ def _memo_result(memo, r, addr, af, pk, fp, perms, slot_base, slot_end):
     info = memo[r, 1]
     ea = memo[r, 2]
     raw = memo[r, 3]
-    level = (info >> 2) & 7
-    refs = (info >> 19) & 255
+    level = (info >> M_LEVEL) & 7
+    refs = (info >> M_REFS) & 255
     zero = np.int64(0)
     pfec, ec_acc = access_ec(af, fp[5])
     mk = info & 3
     if mk == MK_PF:
-        ec = ec_acc | (((info >> 27) & 1) * PF_P) | (((info >> 28) & 1) * PF_RSVD)
+        ec = ec_acc | (((info >> M_P) & 1) * PF_P) | (((info >> M_RSVD) & 1) * PF_RSVD)
         return (np.int64(F_PF), ec, level, ea, raw, zero, zero, zero, zero, refs, zero)
     if mk == MK_UNBACKED:
         return (np.int64(F_UNBACKED), zero, level, ea, zero, zero, zero, zero, zero, refs, zero)
-    shift = (info >> 5) & 63
-    acc = (info >> 11) & 15
-    pkey = (info >> 15) & 15
+    shift = (info >> M_SHIFT) & 63
+    acc = (info >> M_ACC) & 15
+    pkey = (info >> M_PKEY) & 15
     fault, ec = leaf_fault(af, pfec, ec_acc, acc, pkey, pk, fp[10], perms)
     if fault != 0:
         return (np.int64(F_PF), ec, level, ea, raw, level, shift, acc, pkey, refs, zero)
@@ -134,15 +142,17 @@ def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, r
     if leaf != 0:
         if f == F_UNBACKED:
             return
-        info = MK_LEAF | (leaf << 2) | (sh << 5) | (acc << 11) | (pkey << 15) | (refs << 19)
+        info = (MK_LEAF | (leaf << M_LEVEL) | (sh << M_SHIFT) | (acc << M_ACC) | (pkey << M_PKEY)
+                | (refs << M_REFS))
         if (wopts & W_CHECK_FINAL) != 0:
             frame = leaf_frame(ev & ~fp[12], fp[6], sh, fp[9], leaf)
             if find_slot(slot_base, slot_end, frame, np.int64(1) << sh) < 0:
                 info |= M_CHECK
     elif f == F_PF:
-        info = MK_PF | (lvl << 2) | (refs << 19) | ((ec & PF_P) << 27) | (((ec >> 3) & 1) << 28)
+        info = (MK_PF | (lvl << M_LEVEL) | (refs << M_REFS) | ((ec & PF_P) << M_P)
+                | (np.int64((ec & PF_RSVD) != 0) << M_RSVD))
     elif f == F_UNBACKED:
-        info = MK_UNBACKED | (lvl << 2) | (refs << 19)
+        info = MK_UNBACKED | (lvl << M_LEVEL) | (refs << M_REFS)
     else:
         return
     for c in range(4):
