@@ -36,6 +36,11 @@ def two_d_name(k):
     return f"2-D walk {k}t"
 
 
+NOMEMO = "2-D walk 1t, memo=False"
+HOT = "2-D walk 1t, 80 % to 64 hot pages"
+HOT_NOMEMO = "2-D walk 1t, 80 % hot, memo=False"
+
+
 def build(guest_mode, tdp_role, pages, seed=1):
     """A guest of ``pages`` contiguous user pages (A and D set) behind 4 KiB TDP pages."""
     g = NestedGuest(CpuRole.for_mode(guest_mode, maxphyaddr=46), tdp_role, guest_ram=256 << 20,
@@ -99,7 +104,7 @@ def measure_case(case, guest_mode, tdp_role, n, pages, *, threads=(1,), repeats=
     rows, checks, ref_row = [], [], None
     timed, results = {}, {}
     for k in threads:
-        for name, w, vs in ((one_d_name(k), one_d, ()), (two_d_name(k), two_d, (one_d_name(k), REF))):
+        for name, w, vs in ((one_d_name(k), one_d, ()), (two_d_name(k), two_d, (one_d_name(k), NOMEMO, REF))):
             w.translate(addr[:1000], user=True, threads=k)           # compile
             r = w.translate(addr, user=True, threads=k)              # the warm-up call
             results[name] = (vs, dict(refs=float(r.refs.astype(np.int64).mean()),
@@ -107,11 +112,26 @@ def measure_case(case, guest_mode, tdp_role, n, pages, *, threads=(1,), repeats=
                              (r.fault[:ref_n].copy(), r.hpa[:ref_n].copy()) if w is two_d else None)
             del r
             timed[name] = lambda w=w, k=k: w.translate(addr, user=True, threads=k)
+    # the 2-D walk memo: the uniform workload without it, and a skewed one with and without
+    hot = np.uint64(base) + rng.choice(pages, 64, replace=False).astype(np.uint64) * np.uint64(4096)
+    haddr = np.where(rng.random(n) < 0.8, hot[rng.integers(0, 64, n)],
+                     np.uint64(base) + rng.integers(0, pages, n, dtype=np.uint64) * np.uint64(4096))
+    haddr = haddr + rng.integers(0, 4096, n, dtype=np.uint64)
+    for name, a, memo, vs in ((NOMEMO, addr, False, (one_d_name(1), REF)),
+                              (HOT, haddr, True, (HOT_NOMEMO,)),
+                              (HOT_NOMEMO, haddr, False, ())):
+        r = two_d.translate(a, user=True, threads=1, memo=memo)
+        results[name] = (vs, dict(refs=float(r.refs.astype(np.int64).mean()),
+                                  ok=float((r.fault == 0).mean())), None)
+        del r
+        timed[name] = lambda a=a, memo=memo: two_d.translate(a, user=True, threads=1, memo=memo)
     log(f"  {len(timed)} walks: {repeats} interleaved rounds")
     best = best_times(timed, repeats, warmup=False)
     for name, (vs, extra, _head) in results.items():
-        rows.append(Row(FAMILY, case, name, n, best[name], "translations", vs,
-                        short="1-D walk" if name.startswith("1-D") else "", extra=extra))
+        short = {NOMEMO: "no memo", HOT_NOMEMO: "no memo"}.get(
+            name, "1-D walk" if name.startswith("1-D") else "")
+        rows.append(Row(FAMILY, case, name, n, best[name], "translations", vs, short=short,
+                        extra=extra))
     if ref_n:
         kfault, khpa = results[two_d_name(threads[0])][2]
         m = min(ref_n, n)

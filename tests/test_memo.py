@@ -277,3 +277,65 @@ def test_grouped_order_over_several_parts():
     assert len(set(base.fault)) >= 2
     for col, v in base.columns().items():
         assert np.array_equal(v, got.columns()[col]), col
+
+
+def _nested_memo_guest():
+    """A 2-D guest with a protection-keyed user page and a page whose host frame is only
+    half backed (a host memslot that ends inside it)."""
+    from vecmmu import CpuRole, EptRole, NestedGuest
+    g = NestedGuest(CpuRole.for_mode("4level", pke=True, maxphyaddr=46), EptRole(),
+                    guest_ram=16 << 20, tdp_page_size=4096)
+    g.guest.map(0x40_0000, 0x1000, user=True, pkey=1)
+    g.host.add_slot(0x2000_0000, np.zeros(0x1800, np.uint8), name="half")
+    g.tdp.map(0x0F00_0000, 0x1000, pa=0x2000_1000)
+    g.guest.map(0x80_0000, 0x1000, pa=0x0F00_0000, user=True)
+    return g
+
+
+def test_nested_memo_keys_pkru_and_rechecks_the_host_frame():
+    """The 2-D memo keeps whole results, so its key must hold everything they depend on:
+    PKRU (key 1 access-disabled or not), and the page offset where a host frame is only
+    partly in memory. Alternating accesses give what walking each gives."""
+    g = _nested_memo_guest()
+    w = g.walker()
+    addr = np.array([0x40_0010, 0x40_0020, 0x40_0030, 0x40_0040,
+                     0x80_0100, 0x80_0900, 0x80_0200, 0x80_0a00], np.uint64)
+    pkru = np.array([0, 0b0100, 0, 0b0100, 0, 0, 0, 0], np.uint64)   # AD for key 1: bit 2
+    got = w.translate(addr, user=True, pkru=pkru)
+    every = w.translate(addr, user=True, pkru=pkru, memo=False)
+    for col, v in every.columns().items():
+        assert np.array_equal(v, got.columns()[col]), col
+    assert got.fault.tolist() == [0, 1, 0, 1, 0, 7, 0, 7]     # none, #PF (PK), ..., unbacked
+    assert (got.error_code[[1, 3]] & 32 != 0).all()
+    assert got.columns()["hpa"][6] == 0x2000_1200
+
+
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_nested_memo_replaces_walks(monkeypatch):
+    """200 accesses to 2 pages with 2 access kinds walk 4 times (2-D walks: 24 entries
+    each); memo=False and trace=True walk all 200."""
+    from vecmmu.kernels import tdp_walk
+    real = tdp_walk.walk_x86_nested
+    calls = []
+
+    def counting(*a):
+        calls.append(a[1])
+        return real(*a)
+
+    monkeypatch.setattr(tdp_walk, "walk_x86_nested", counting)
+    g = _nested_memo_guest()
+    w = g.walker()
+    rng = np.random.default_rng(3)
+    addr = np.where(rng.random(200) < 0.5, 0x80_0000, 0x40_0000).astype(np.uint64) + \
+        rng.integers(0, 0x800, 200).astype(np.uint64)
+    kind = rng.integers(0, 2, 200)
+    r = w.translate(addr, kind, user=True)
+    assert len(calls) == 4 and set(r.fault) == {0}
+    calls.clear()
+    w.translate(addr, kind, user=True, memo=False)
+    assert len(calls) == 200
+    calls.clear()
+    w.translate(addr, kind, user=True, trace=True)
+    assert len(calls) == 200

@@ -123,3 +123,41 @@ def test_tdp_walk_equals_reference(c):
         assert int(c_["leaf_level"][i]) == exp["tdp_leaf_level"], ctx
         if exp["tdp_leaf_level"]:
             assert int(c_["acc"][i]) == exp["tdp_acc"], ctx
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(c=cases)
+def test_nested_memo_equals_walking_every_access(c):
+    """The 2-D walk memo (``memo=True``, the default without a trace): accesses that
+    repeat pages, access kinds and PKRU values give exactly what walking each one gives,
+    which the reference walker confirms on a sample."""
+    role, host, trole, troot, tdict, cr3, pdptes, rng = _setup(c)
+    sem = c["semantics"]
+    tw = PageWalk(trole, host, troot, semantics=sem)
+    walk = PageWalk(role, host, cr3, pdptes=pdptes, semantics=sem, tdp=tw)
+    va_bits = {PagingMode.LEVEL4: 48, PagingMode.LEVEL5: 57}.get(role.mode, 32)
+    pages = random_addresses(rng, 24, va_bits) & ~np.uint64(0xFFF)
+    n = 500
+    addr = pages[rng.integers(0, 24, n)] | rng.integers(0, 4096, n).astype(np.uint64)
+    kind = rng.integers(0, 3, n)
+    user = rng.random(n) < 0.5
+    ac = rng.random(n) < 0.3
+    pkru = rng.choice(np.array([0, 0x5555_5554, 0xC], np.uint64), n)
+    got = walk.translate(addr, kind, user=user, ac=ac, pkru=pkru)
+    every = walk.translate(addr, kind, user=user, ac=ac, pkru=pkru, memo=False)
+    for col, v in every.columns().items():
+        assert np.array_equal(v, got.columns()[col]), col
+    read = ref_reader(host)
+    regs = dict(role.registers(), cr3=cr3, maxphyaddr=role.maxphyaddr, gbpages=role.gbpages,
+                vendor=role.vendor)
+    if pdptes is not None:
+        regs["pdptes"] = [int(x) for x in pdptes[0]]
+    for i in range(0, n, 10):
+        acc = dict(addr=int(addr[i]), kind=int(kind[i]), user=bool(user[i]), ac=bool(ac[i]),
+                   implicit=False, stack=False)
+        exp = rt.translate_nested(read, dict(regs, pkru=int(pkru[i])), tdict, acc, sem)
+        row = nested_row(got, i)
+        for key in row:
+            if key.startswith("trace"):
+                continue
+            assert row[key] == exp[key], (key, row[key], exp[key], str(role), tdict, sem, i)

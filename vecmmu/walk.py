@@ -91,6 +91,7 @@ class _WalkMemo:
     a concurrent call on the same walker (threads) gets a buffer of its own."""
 
     MAX_SETS = 1 << 12          # per part: 2 ways x 32 bytes -> 256 KiB per thread (L2)
+    NESTED_SETS = 1 << 10       # the 2-D memo's rows are 192 bytes: 384 KiB per thread
 
     def __init__(self):
         self.buf = None
@@ -98,10 +99,11 @@ class _WalkMemo:
         self.lock = threading.Lock()
 
     @classmethod
-    def rows(cls, n, parts):
+    def rows(cls, n, parts, max_sets=None):
         """Rows per part: sets for about as many pages as the part has accesses (2 ways)."""
-        want = max(1, min(n, 2 * cls.MAX_SETS) // parts)
-        return 2 * (1 << max(8, min(cls.MAX_SETS.bit_length() - 1, (want - 1).bit_length())))
+        max_sets = max_sets or cls.MAX_SETS
+        want = max(1, min(n, 2 * max_sets) // parts)
+        return 2 * (1 << max(8, min(max_sets.bit_length() - 1, (want - 1).bit_length())))
 
     def next_epoch(self):
         self.epoch += 1
@@ -112,9 +114,9 @@ class _WalkMemo:
         return np.int64(self.epoch)
 
     @contextlib.contextmanager
-    def take(self, n, parts):
-        """``(buffer (parts, rows, 4), epoch)`` for one call."""
-        shape = (parts, self.rows(n, parts), 4)
+    def take(self, n, parts, width=4, max_sets=None):
+        """``(buffer (parts, rows, width), epoch)`` for one call."""
+        shape = (parts, self.rows(n, parts, max_sets), width)
         if not self.lock.acquire(blocking=False):
             yield np.zeros(shape, np.int64), np.int64(1)
             return
@@ -349,13 +351,15 @@ class PageWalk:
         walked several times faster. Blocks that start and end in one 2 MiB region skip
         it (their lines are in cache). A hint: results never depend on it.
 
-        ``memo`` (cpu_walk without A/D or trace): within one call memory does not change,
+        ``memo`` (without A/D or trace): within one call memory does not change,
         so each thread keeps the walk outcomes of recent pages (a 2-way set-associative
         table of 8192 pages, 256 KiB per thread, kept by the walker for its next call) and
         decides later accesses to those pages from them without reading the tables again.
         Blocks of scattered walks stop looking it up once it hits less than half the time
-        (they would miss it as they miss the cache). Results are the same either way;
-        ``memo=False`` walks every access.
+        (they would miss it as they miss the cache). A 2-D walk (nested, without trace)
+        keeps whole results instead, keyed by page, access flags and PKRU (2048 per thread,
+        384 KiB), as the TDP check of the final address depends on the access. Results are
+        the same either way; ``memo=False`` walks every access.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -422,7 +426,8 @@ class PageWalk:
                           bool(prefetch), bool(memo))
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
-                return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name)
+                return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name,
+                                        bool(memo))
             return self._run_tdp(cols, af, table, guest_acc, trace, int(chunk), progress)
 
     def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch, memo):
@@ -505,9 +510,21 @@ class PageWalk:
         f = t.format
         return (t._fp, f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts)
 
-    def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name):
+    def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name, memo):
         n = af.shape[0]
-        out = np.empty((n, len(KT.NESTED_COLS)), np.int64)
+        if chunk <= 0:
+            raise ValueError("chunk must be positive")
+        parts = numba.get_num_threads()
+        if memo and not trace and len(self.cr3) <= 4096:     # the asid sits in a tag's bits 11:0
+            with self._memo.take(n, parts, KT.NM_W, _WalkMemo.NESTED_SETS) as (buf, epoch):
+                return self._run_nested_chunks(cols, af, asids, pk, trace, chunk, progress,
+                                               name, buf, epoch)
+        return self._run_nested_chunks(cols, af, asids, pk, trace, chunk, progress, name,
+                                       np.zeros((parts, 0, KT.NM_W), np.int64), np.int64(1))
+
+    def _run_nested_chunks(self, cols, af, asids, pk, trace, chunk, progress, name, memo, epoch):
+        n = af.shape[0]
+        out = np.empty((len(KT.NESTED_COLS), n), np.int64)
         if trace:
             tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64))
             ttr = (np.full((n, 6, 5), -1, np.int64), np.zeros((n, 6, 5), np.int64))
@@ -526,7 +543,7 @@ class PageWalk:
             t = (tr[0][lo:hi], tr[1][lo:hi], ttr[0][lo:hi], ttr[1][lo:hi]) if trace else (*tr, *ttr)
             KT.nested_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
                                 self._fp, f.rsvd_table(), f.perm_table(), self._wopts,
-                                *targs, memt, out[lo:hi], trace, *t)
+                                *targs, memt, out[:, lo:hi], trace, *t, memo, epoch)
             prog.update(hi)
         prog.close()
         _nested_columns(cols, out)
@@ -535,7 +552,7 @@ class PageWalk:
 
     def _run_tdp(self, cols, af, table, guest_acc, trace, chunk, progress):
         n = af.shape[0]
-        out = np.empty((n, len(KT.TDP_COLS)), np.int64)
+        out = np.empty((len(KT.TDP_COLS), n), np.int64)
         tbl = np.asarray(table, dtype=np.uint8).reshape(-1)
         if tbl.shape[0] not in (1, n):
             raise ValueError(f"table has {tbl.shape[0]} values for {n} accesses")
@@ -556,11 +573,11 @@ class PageWalk:
             ga = gacc[lo:hi] if gacc.shape[0] == n and n > 1 else gacc
             t = (ttr[0][lo:hi], ttr[1][lo:hi]) if trace else ttr
             KT.tdp_translate_batch(addr_i[lo:hi], af[lo:hi], tb, ga, *self._tdp_args(), memt,
-                                   out[lo:hi], trace, *t)
+                                   out[:, lo:hi], trace, *t)
             prog.update(hi)
         prog.close()
         for j, name in enumerate(KT.TDP_COLS):
-            cols[name] = _typed(name, out[:, j])
+            cols[name] = _typed(name, out[j])
         cols["stage"] = np.where(cols["fault"] == Fault.NONE, 0,
                                  np.where(np.broadcast_to(tbl, (n,)) != 0, 2, 3)).astype(np.uint8)
         return Translation(cols, (ttr[0][:, 0, :], ttr[1][:, 0, :]) if trace else None,
@@ -618,14 +635,15 @@ _U8 = {"fault", "stage", "fault_level", "guest_level", "leaf_level", "page_shift
 
 
 def _typed(name, col):
+    """A kernel's int64 result row as its column: narrowed to u8, or viewed as u64."""
     if name in _U8:
         return col.astype(np.uint8)
-    return np.ascontiguousarray(col).view(np.uint64)
+    return col.view(np.uint64)
 
 
 def _nested_columns(cols, out):
     for j, name in enumerate(KT.NESTED_COLS):
-        cols[name] = _typed(name, out[:, j])
+        cols[name] = _typed(name, out[j])
 
 
 def cpu_walk(role: CpuRole, mem: PhysMem, cr3: int | Sequence[int] = 0, **kw) -> PageWalk:

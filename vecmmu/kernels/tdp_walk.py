@@ -1,11 +1,17 @@
 """Batch drivers for ``tdp_walk`` (GPA → HPA through EPT or NPT) and for the
 two-dimensional walk (a ``cpu_walk`` stacked on a ``tdp_walk``).
 
-Both write one row of an int64 result matrix per access (columns ``TDP_COLS`` /
-``NESTED_COLS``); :mod:`vecmmu.walk` turns the columns into typed arrays.
+Both write an int64 result matrix with one row per field (``TDP_COLS`` / ``NESTED_COLS``)
+and one column per access, so every field is a contiguous array that :mod:`vecmmu.walk`
+views or narrows without a strided copy.
 """
-from ._jit import jit_nrt_free, pjit, prange
-from .walkers import AF_FETCH, AF_USER, AF_WRITE, tdp_translate, walk_x86_nested
+import numpy as np
+
+from ._jit import jit_nrt_free, jit_walker, pjit, prange
+from .cpu_walk import _memo_tag
+from .physmem import find_slot
+from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
+                      tdp_translate, walk_x86_nested)
 
 TDP_COLS = ("fault", "error_code", "exit_qual", "fault_level", "entry_addr", "entry_value",
             "leaf_level", "page_shift", "acc", "refs", "hpa")
@@ -15,6 +21,27 @@ NESTED_COLS = ("fault", "error_code", "exit_qual", "stage", "fault_level", "gues
 
 
 _ITEM = 1024        # accesses per parallel work item
+
+# --- the 2-D walk memo ---------------------------------------------------------------------
+# Without A/D write-back or a trace, memory does not change during a call, so a 2-D walk's
+# result is a function of (address space, 4 KiB page, access flags, PKRU) and of the page
+# offset, which only the final addresses carry. The memo keeps whole results (unlike the
+# 1-D memo, which keeps the guest walk and re-decides the access: here the access also
+# decides the TDP check of the final GPA and the A/D-write checks). A row is NM_W words:
+# tag (page | asid), access flags | epoch << 8, PKRU, then the 18 NESTED_COLS values; rows
+# 2s and 2s+1 are set s. Kept: successful walks (GPA and HPA re-offset on a hit, the HPA
+# re-checked against the memslots), guest #PF, and TDP faults on a guest table access
+# before the leaf: none of these depend on the page offset. Faults of the final GPA (whose
+# fault GPA is the full address) are walked every time.
+NM_W = 24
+NM_EPOCH = 8
+
+
+@jit_walker
+def _nmemo_row(tag, a, set_mask):
+    """Way 0 of the set of (tag, access flags)."""
+    v = (tag >> 12) ^ (a * 0x9E3779B1)
+    return ((v ^ (v >> 17) ^ ((tag & 0xFFF) << 7)) & set_mask) << 1
 
 
 @pjit
@@ -47,27 +74,36 @@ def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, t
         r = tdp_translate(tdp, gpa[i], t != 0, (a & AF_WRITE) != 0, (a & AF_FETCH) != 0,
                           (a & AF_USER) != 0, g, mem, ttr, i, 0, True)
         for c in range(11):
-            out[i, c] = r[c]
+            out[c, i] = r[c]
 
 
 @pjit
 def nested_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                      tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
-                     do_trace, tr_addr, tr_val, ttr_addr, ttr_val):
+                     do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """The 2-D walk: every guest table access and the final GPA through the TDP.
     ``tr_*``: guest trace ``(n, 5)``; ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest
-    level - 1, or 5 for the final GPA)."""
+    level - 1, or 5 for the final GPA). ``memo`` ``(parts, rows, NM_W)``: the work is
+    split into ``parts`` contiguous parts run in parallel, each with its own 2-D walk memo
+    (``rows`` of 0: none); ``epoch`` (>= 1) marks this call's entries."""
     n = addr.shape[0]
-    for s in prange((n + _ITEM - 1) // _ITEM):
-        _nested_range(s * _ITEM, min(n, s * _ITEM + _ITEM), addr, af, asid, pkru, roots,
-                      pdptes, fp, rsvd, perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
-                      tdp_wopts, mem, out, do_trace, tr_addr, tr_val, ttr_addr, ttr_val)
+    parts = memo.shape[0]
+    nit = (n + _ITEM - 1) // _ITEM
+    for t in prange(parts):
+        m = memo[t]
+        plo = min(n, (t * nit // parts) * _ITEM)
+        phi = min(n, ((t + 1) * nit // parts) * _ITEM)
+        for s in range(plo, phi, _ITEM):
+            _nested_range(s, min(phi, s + _ITEM), addr, af, asid, pkru, roots, pdptes, fp,
+                          rsvd, perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
+                          tdp_wopts, mem, out, do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m,
+                          epoch)
 
 
 @jit_nrt_free
 def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                   tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
-                  do_trace, tr_addr, tr_val, ttr_addr, ttr_val):
+                  do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """Accesses ``lo..hi`` of :func:`nested_translate` (one parallel work item, called
     from the ``prange`` body: inlining the 2-D walker there made Numba's parfor lowering
     and typing take over a minute on a cold cache)."""
@@ -76,10 +112,51 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
     per_pkru = pkru.shape[0] == n and n > 1
     tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts)
     ttr = (do_trace, ttr_addr, ttr_val)
+    slot_base, slot_end, _ = mem
+    use_memo = memo.shape[0] >= 2 and not do_trace
+    set_mask = (memo.shape[0] >> 1) - 1
+    check_final = (tdp_wopts & W_CHECK_FINAL) != 0
     for i in range(lo, hi):
         a = asid[i] if per_asid else asid[0]
         pk = pkru[i] if per_pkru else pkru[0]
-        r = walk_x86_nested(i, addr[i], af[i], roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
+        afi = np.int64(af[i])
+        va = addr[i]
+        row = np.int64(0)
+        tag = np.int64(0)
+        key = np.int64(0)
+        if use_memo:
+            tag = _memo_tag(va, a, fp[3])
+            key = afi | (epoch << NM_EPOCH)
+            row = _nmemo_row(tag, afi, set_mask)
+            hit = np.int64(-1)
+            if memo[row, 0] == tag and memo[row, 1] == key and memo[row, 2] == pk:
+                hit = row
+            elif memo[row + 1, 0] == tag and memo[row + 1, 1] == key and memo[row + 1, 2] == pk:
+                hit = row + 1
+            if hit >= 0:
+                ok = True
+                if memo[hit, 3] == F_NONE:         # the final addresses carry the offset
+                    off = va & 0xFFF
+                    hpa = (memo[hit, 3 + 14] & ~np.int64(0xFFF)) | off
+                    ok = not check_final or find_slot(slot_base, slot_end, hpa, 1) >= 0
+                if ok:
+                    for c in range(18):
+                        out[c, i] = memo[hit, 3 + c]
+                    if memo[hit, 3] == F_NONE:
+                        out[13, i] = (memo[hit, 3 + 13] & ~np.int64(0xFFF)) | (va & 0xFFF)
+                        out[14, i] = hpa
+                    continue
+        r = walk_x86_nested(i, va, afi, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
                             mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
         for c in range(18):
-            out[i, c] = r[c]
+            out[c, i] = r[c]
+        # kept: success, guest #PF, a TDP fault on a table access before the leaf
+        if use_memo and (r[0] == F_NONE or (r[0] == F_PF and r[3] == S_GUEST)
+                         or (r[3] == S_TABLE and r[8] == 0)):
+            for c in range(NM_W):
+                memo[row + 1, c] = memo[row, c]
+            memo[row, 0] = tag
+            memo[row, 1] = key
+            memo[row, 2] = pk
+            for c in range(18):
+                memo[row, 3 + c] = r[c]
