@@ -487,8 +487,8 @@ class _TableReader(TraceReader):
                  progress: bool | None = None):
         super().__init__(path, chunk=chunk, progress=progress)
         self.default_user = int(bool(user))
-        self.asid_keys = []
-        self._space = {}
+        self._spaces = AsidNumbering()
+        self.asid_keys = self._spaces.keys
 
     # subclasses yield (where, {lower-case name: column}) per piece of the file, in order
     def _raw_chunks(self):
@@ -507,7 +507,8 @@ class _TableReader(TraceReader):
         ``extras`` holds the ``timestamp``/``cpu`` arrays present and ``space`` (the raw
         cr3/pid values) when the trace has them."""
         self.records = self.accesses = 0
-        self.asid_keys, self._space = [], {}
+        self._spaces = AsidNumbering()
+        self.asid_keys = self._spaces.keys
         pieces = (self._convert(where, cols) for where, cols in self._raw_chunks())
         for batch, extras in _rechunk(pieces, self.chunk):
             self.records += batch.shape[0]
@@ -521,56 +522,74 @@ class _TableReader(TraceReader):
             yield batch
 
     def _convert(self, where, cols):
-        """One access batch (and its extras) from a dict of columns: pyarrow arrays, pandas
-        Series or numpy arrays, keyed by lower-case name."""
-        cols = {k: _column(v) for k, v in cols.items()}
-        n = next(iter(cols.values())).n
-        out = np.zeros(n, dtype=ACCESS_DTYPE)
-        name = next(a for a in _ADDR_NAMES if a in cols)
-        out["addr"] = _to_uint64(cols[name], where, name)
-        if "kind" in cols:
-            out["kind"] = _to_words(cols["kind"], KIND_WORDS, where, "kind", ints=(0, 2),
-                                    expect="read/write/fetch (or r/w/x, 0/1/2)")
-        if "privilege" in cols:
-            c = cols["privilege"]
-            if c.kind in ("int", "uint"):
-                cpl = _to_ints(c, where, "privilege", 0, 3, "a CPL 0..3 (3 = user)")
-                out["user"] = cpl == 3
-            else:
-                out["user"] = _to_words(c, PRIV_WORDS, where, "privilege", ints=None,
-                                        expect="user/supervisor (or u/s, kernel, a CPL 0..3)")
-        elif "user" in cols:
-            out["user"] = _to_ints(cols["user"], where, "user", 0, 1, "0 or 1")
+        return columns_to_batch(where, cols, self.default_user, self._spaces)
+
+class AsidNumbering:
+    """Address-space numbers for raw cr3/pid values, in order of first appearance
+    (``keys[k]`` is the value of asid ``k``); one per pass over a trace."""
+
+    def __init__(self):
+        self.keys: list = []
+        self._ids: dict = {}
+
+    def ids(self, raw: np.ndarray) -> np.ndarray:
+        """The asid of every value of ``raw`` (u64), numbering new values."""
+        keys, first, inv = np.unique(raw, return_index=True, return_inverse=True)
+        ids = np.empty(keys.shape[0], dtype=np.uint32)
+        for j in np.argsort(first, kind="stable"):          # in order of first appearance
+            k = int(keys[j])
+            if k not in self._ids:
+                self._ids[k] = len(self.keys)
+                self.keys.append(k)
+            ids[j] = self._ids[k]
+        return ids[inv.reshape(-1)]
+
+
+def columns_to_batch(where, cols, default_user: int, spaces: AsidNumbering):
+    """One access batch and its extras from a dict of columns (pyarrow arrays, pandas
+    Series or numpy arrays, keyed by lower-case name) in this module's schema. ``where(i)``
+    names row ``i`` in error messages; ``default_user`` fills a missing user/privilege
+    column; cr3/pid columns are numbered by ``spaces``."""
+    cols = {k: _column(v) for k, v in cols.items()}
+    n = next(iter(cols.values())).n
+    out = np.zeros(n, dtype=ACCESS_DTYPE)
+    name = next(a for a in _ADDR_NAMES if a in cols)
+    out["addr"] = _to_uint64(cols[name], where, name)
+    if "kind" in cols:
+        out["kind"] = _to_words(cols["kind"], KIND_WORDS, where, "kind", ints=(0, 2),
+                                expect="read/write/fetch (or r/w/x, 0/1/2)")
+    if "privilege" in cols:
+        c = cols["privilege"]
+        if c.kind in ("int", "uint"):
+            cpl = _to_ints(c, where, "privilege", 0, 3, "a CPL 0..3 (3 = user)")
+            out["user"] = cpl == 3
         else:
-            out["user"] = self.default_user
-        if "size" in cols:
-            out["size"] = _to_ints(cols["size"], where, "size", 1, 4096, "1..4096 bytes")
-        else:
-            out["size"] = 1
-        for flag in _FLAG_COLUMNS:
-            if flag in cols:
-                out[flag] = _to_ints(cols[flag], where, flag, 0, 1, "0 or 1")
-        extras = {}
-        if "asid" in cols:
-            out["asid"] = _to_ints(cols["asid"], where, "asid", 0, 2**32 - 1, "0..2**32-1")
-        else:
-            sp = next((s for s in _SPACE_NAMES if s in cols), None)
-            if sp is not None:
-                raw = _to_uint64(cols[sp], where, sp)
-                keys, first, inv = np.unique(raw, return_index=True, return_inverse=True)
-                ids = np.empty(keys.shape[0], dtype=np.uint32)
-                for j in np.argsort(first, kind="stable"):      # in order of first appearance
-                    k = int(keys[j])
-                    if k not in self._space:
-                        self._space[k] = len(self.asid_keys)
-                        self.asid_keys.append(k)
-                    ids[j] = self._space[k]
-                out["asid"] = ids[inv.reshape(-1)]
-                extras["space"] = raw
-        for e in EXTRA_COLUMNS:
-            if e in cols:
-                extras[e] = cols[e].loose_numbers()
-        return out, extras
+            out["user"] = _to_words(c, PRIV_WORDS, where, "privilege", ints=None,
+                                    expect="user/supervisor (or u/s, kernel, a CPL 0..3)")
+    elif "user" in cols:
+        out["user"] = _to_ints(cols["user"], where, "user", 0, 1, "0 or 1")
+    else:
+        out["user"] = default_user
+    if "size" in cols:
+        out["size"] = _to_ints(cols["size"], where, "size", 1, 4096, "1..4096 bytes")
+    else:
+        out["size"] = 1
+    for flag in _FLAG_COLUMNS:
+        if flag in cols:
+            out[flag] = _to_ints(cols[flag], where, flag, 0, 1, "0 or 1")
+    extras = {}
+    if "asid" in cols:
+        out["asid"] = _to_ints(cols["asid"], where, "asid", 0, 2**32 - 1, "0..2**32-1")
+    else:
+        sp = next((s for s in _SPACE_NAMES if s in cols), None)
+        if sp is not None:
+            raw = _to_uint64(cols[sp], where, sp)
+            out["asid"] = spaces.ids(raw)
+            extras["space"] = raw
+    for e in EXTRA_COLUMNS:
+        if e in cols:
+            extras[e] = cols[e].loose_numbers()
+    return out, extras
 
 
 def _rechunk(pieces, chunk: int):

@@ -102,14 +102,6 @@ def _acc_walk(spec: WalkSpec, st: dict) -> PageWalk:
         return st["acc"]
 
 
-class _Shim:
-    """What :meth:`vecmmu.io.tables._TableReader._convert` needs of a reader."""
-
-    def __init__(self, user):
-        self.default_user = int(bool(user))
-        self.asid_keys, self._space = [], {}
-
-
 class _Where:
     def __init__(self, row0):
         self.row0 = row0
@@ -121,7 +113,7 @@ class _Where:
 def frame_to_batch(df: pd.DataFrame, row0: int = 0, user: bool = True) -> np.ndarray:
     """An access batch from a partition in the Parquet trace schema (errors name the row of
     the dataset)."""
-    from ..io.tables import _TableReader
+    from ..io.tables import AsidNumbering, columns_to_batch
     cols = {str(c).lower().strip(): df[c] for c in df.columns}
     if not any(a in cols for a in ("address", "addr", "vaddr", "va", "gva")):
         raise TraceError(f"dataset has no address column; columns are {list(df.columns)}")
@@ -130,7 +122,7 @@ def frame_to_batch(df: pd.DataFrame, row0: int = 0, user: bool = True) -> np.nda
                          "once (vecmmu.io.write_parquet writes asid) so every partition agrees")
     if len(df) == 0:
         return np.zeros(0, ACCESS_DTYPE)
-    batch, _ = _TableReader._convert(_Shim(user), _Where(row0), cols)
+    batch, _ = columns_to_batch(_Where(row0), cols, int(bool(user)), AsidNumbering())
     return batch
 
 
