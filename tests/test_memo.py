@@ -169,17 +169,18 @@ def test_concurrent_calls_on_one_walker():
         assert np.array_equal(got[k], want[k])
 
 
-def _count_walks(monkeypatch):
+def _count_walks(monkeypatch, module=cpu_walk, walker="walk_x86_flat"):
     """The addresses the kernel walks from now on (JIT off: the walker is a Python
-    function looked up in kernels.cpu_walk at each call)."""
-    real = cpu_walk.walk_x86_flat
+    function looked up in the driver's module, kernels.cpu_walk or tdp_walk, at each
+    call)."""
+    real = getattr(module, walker)
     calls = []
 
     def counting(*a):
         calls.append(a[1])
         return real(*a)
 
-    monkeypatch.setattr(cpu_walk, "walk_x86_flat", counting)
+    monkeypatch.setattr(module, walker, counting)
     return calls
 
 
@@ -317,14 +318,7 @@ def test_nested_memo_replaces_walks(monkeypatch):
     """200 accesses to 2 pages with 2 access kinds walk 4 times (2-D walks: 24 entries
     each); memo=False and trace=True walk all 200."""
     from vecmmu.kernels import tdp_walk
-    real = tdp_walk.walk_x86_nested
-    calls = []
-
-    def counting(*a):
-        calls.append(a[1])
-        return real(*a)
-
-    monkeypatch.setattr(tdp_walk, "walk_x86_nested", counting)
+    calls = _count_walks(monkeypatch, tdp_walk, "walk_x86_nested")
     g = _nested_memo_guest()
     w = g.walker()
     rng = np.random.default_rng(3)
