@@ -259,6 +259,30 @@ def test_memo_on_scattered_blocks_while_it_pays(monkeypatch):
     _same(w, far, user=True)
 
 
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="walks can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_memo_on_scattered_blocks_comes_back(monkeypatch):
+    """Once prefetched blocks stop using the memo (MEMO_TRIAL lookups hit less than half
+    the time) they skip it for MEMO_RETRY ranges, then try it again. Ranges of 256 here
+    (JIT off: the constants are read at each call): one of distinct scattered pages, one
+    skipped, one of 6 pages in two regions (every block on the prefetch) walks only 6."""
+    monkeypatch.setattr(cpu_walk, "SUPER", 256)
+    monkeypatch.setattr(cpu_walk, "MEMO_RETRY", 1)
+    m = Mmu.for_mode("4level", ram_size=16 << 20)
+    m.map(0x40_0000, 3 * 0x1000, user=True)
+    m.map(0x7FFF_F000_0000, 3 * 0x1000, user=True, nx=True)
+    calls = _count_walks(monkeypatch)
+    rng = np.random.default_rng(2)
+    far = (np.arange(1, 257, dtype=np.uint64) * np.uint64(0x20_0000 * 7919)) & np.uint64((1 << 47) - 1)
+    base = np.where(np.arange(512) % 2 == 0, 0x40_0000, 0x7FFF_F000_0000).astype(np.uint64)
+    near = base + rng.integers(0, 3 * 0x1000, 512).astype(np.uint64)
+    w = m.walker()
+    r = w.translate(np.concatenate([far, near]), user=True, threads=1)
+    assert len(calls) == 256 + 256 + 6
+    assert (r.fault[256:] == 0).all()
+
+
 def test_grouped_order_over_several_parts():
     """Grouped order is three parallel passes over each chunk (group, walk, gather
     back), each over the per-thread parts of ``_part_bounds``: with two parts of unequal

@@ -356,7 +356,8 @@ class PageWalk:
         table of 8192 pages, 256 KiB per thread, kept by the walker for its next call) and
         decides later accesses to those pages from them without reading the tables again.
         Blocks of scattered walks stop looking it up once it hits less than half the time
-        (they would miss it as they miss the cache). A 2-D walk (nested, without trace)
+        (they would miss it as they miss the cache), and try it again 128 k accesses later
+        (32 ranges of 4096 per thread). A 2-D walk (nested, without trace)
         keeps whole results instead, keyed by page, access flags and PKRU (2048 per thread,
         384 KiB), as the TDP check of the final address depends on the access. Results are
         the same either way; ``memo=False`` walks every access.

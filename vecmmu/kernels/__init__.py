@@ -5,7 +5,7 @@
   64-bit x86 entries (instantiated flat and nested from one source), ``walk_ept``, and
   ``tdp_translate``
 - ``cpu_walk``: the 1-D batch driver (table prefetch, walk memo, ``order="grouped"``) and
-  A/D write-back; ``tdp_walk``: GPA batches and two-dimensional walks
+  A/D write-back; ``tdp_walk``: GPA batches and two-dimensional walks (with their memo)
 - ``physmem``: bounds-checked entry reads and writes over memslots (host pointers)
 - ``build``: table building for :class:`vecmmu.mmu.Mmu`
 - ``decide``: what-if re-decisions from walk records; ``tlb``: translation-cache models

@@ -77,6 +77,8 @@ M_RSVD = 28             # bit 28 (MK_PF): the error code's RSVD bit
 M_CHECK = np.int64(1) << 29     # the leaf's frame is not wholly in one memslot
 M_EPOCH = 40            # bits 62:40: the epoch (1 .. MEMO_EPOCH_MAX)
 MEMO_EPOCH_MAX = (1 << 23) - 1
+MEMO_TRIAL = 64         # lookups on prefetched blocks that decide whether the memo pays there
+MEMO_RETRY = 32         # ranges (of SUPER accesses) without it before the next trial
 
 
 @jit_walker
@@ -186,12 +188,13 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
     in_stride = addr.strides[0]
     scratch = np.empty((parts, LANES), np.int64)      # the table prefetch's, per part
+    pstate = np.zeros((parts, 1), np.int64)           # the memo on prefetched blocks
     for t in prange(parts):
         hp = scratch[t]
         m = memo[t]
         plo, phi = _part_bounds(n, parts, t)
         for s in range(plo, phi, SUPER):
-            _translate_range(s, min(phi, s + SUPER), hp, addr, kind, user, ac, implicit,
+            _translate_range(s, min(phi, s + SUPER), hp, pstate[t], addr, kind, user, ac, implicit,
                              stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
                              o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
                              o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
@@ -290,12 +293,13 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
 
 
 @jit_nrt_free
-def _translate_range(lo, hi, hp, addr, kind, user, ac, implicit, stack, asid, pkru,
+def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, asid, pkru,
                      roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
                      o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
                      tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr, in_stride):
     """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` (LANES,): the table
-    prefetch's scratch; ``memo``: this part's walk memo). A call, not inlined into the
+    prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
+    the memo is tried again on prefetched blocks, 0 = in use). A call, not inlined into the
     ``prange`` body: Numba's parfor passes grow with the body's size, and the walker is
     large."""
     n = addr.shape[0]
@@ -309,12 +313,15 @@ def _translate_range(lo, hi, hp, addr, kind, user, ac, implicit, stack, asid, pk
     # entries below the root are requested level by level (_prefetch_block). A block
     # whose first and last walks are in one 2 MiB region of one address space (a local
     # trace, or small tables: their lines are already in cache) skips it. Local blocks
-    # always use the memo; prefetched blocks use it only while it pays: in each range,
-    # once 256 of their lookups have hit less than half the time, they stop (a real trace
-    # mixes code, stack and heap in every block but reuses few pages; scattered walks over
-    # large tables miss the memo as they miss the cache).
+    # always use the memo; prefetched blocks use it only while it pays: once MEMO_TRIAL of
+    # their lookups have hit less than half the time, they stop for MEMO_RETRY ranges of
+    # this part, then try again (a real trace mixes code, stack and heap in every block
+    # but reuses few pages; scattered walks over large tables miss the memo as they miss
+    # the cache).
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
-    memo_pipe = use_memo
+    memo_pipe = use_memo and pstate[0] == 0
+    if pstate[0] > 0:
+        pstate[0] -= 1
     pipe_looks = 0
     pipe_hits = 0
     addr_mask = fp[6] & ~fp[12]
@@ -334,9 +341,10 @@ def _translate_range(lo, hi, hp, addr, kind, user, ac, implicit, stack, asid, pk
                 _prefetch_block(b0, b1, hp, addr, asid, per_asid, roots, order, ordered, fp[0],
                                 addr_mask, slot_base, slot_end, slot_ptr)
         block_memo = use_memo and (memo_pipe or not on_pipe)
-        if on_pipe and memo_pipe and pipe_looks >= 256:
+        if on_pipe and memo_pipe and pipe_looks >= MEMO_TRIAL:
             if 2 * pipe_hits < pipe_looks:
                 memo_pipe = False
+                pstate[0] = MEMO_RETRY
             pipe_looks = 0
             pipe_hits = 0
         for j in range(b0, b1):
