@@ -1,7 +1,9 @@
 """Batch driver for the 1-D guest walk (``cpu_walk``) and its A/D write-back.
 
-The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86` with ``tdp=None``;
-``cpu_translate`` is the only ``prange`` loop; ``apply_ad`` is KVM's
+The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86_flat`; ``cpu_translate``
+is the batch driver (a ``prange`` over per-thread parts, with the table prefetch and the
+walk memo); ``order="grouped"`` adds two parallel passes around it over the same parts
+(``group_parts``, ``ungroup_parts``); ``apply_ad`` is KVM's
 ``FNAME(update_accessed_dirty_bits)`` over a batch, in trace order.
 """
 import numpy as np
