@@ -35,6 +35,9 @@ _ITEM = 1024        # accesses per parallel work item
 # fault GPA is the full address) are walked every time.
 NM_W = 24
 NM_EPOCH = 8
+NM_RES = 3                                  # the word where the result columns start
+_FAULT, _STAGE, _LEAF, _GPA, _HPA = (NESTED_COLS.index(c) for c in
+                                     ("fault", "stage", "leaf_level", "gpa", "hpa"))
 
 
 @jit_walker
@@ -134,29 +137,29 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
             elif memo[row + 1, 0] == tag and memo[row + 1, 1] == key and memo[row + 1, 2] == pk:
                 hit = row + 1
             if hit >= 0:
-                ok = True
-                if memo[hit, 3] == F_NONE:         # the final addresses carry the offset
-                    off = va & 0xFFF
-                    hpa = (memo[hit, 3 + 14] & ~np.int64(0xFFF)) | off
-                    ok = not check_final or find_slot(slot_base, slot_end, hpa, 1) >= 0
-                if ok:
+                # a success: the final addresses take this access's page offset, and the
+                # host frame is checked again (a memslot may end inside a page)
+                ok_final = memo[hit, NM_RES + _FAULT] == F_NONE
+                gpa = (memo[hit, NM_RES + _GPA] & ~np.int64(0xFFF)) | (va & 0xFFF)
+                hpa = (memo[hit, NM_RES + _HPA] & ~np.int64(0xFFF)) | (va & 0xFFF)
+                if not (ok_final and check_final and find_slot(slot_base, slot_end, hpa, 1) < 0):
                     for c in range(18):
-                        out[c, i] = memo[hit, 3 + c]
-                    if memo[hit, 3] == F_NONE:
-                        out[13, i] = (memo[hit, 3 + 13] & ~np.int64(0xFFF)) | (va & 0xFFF)
-                        out[14, i] = hpa
+                        out[c, i] = memo[hit, NM_RES + c]
+                    if ok_final:
+                        out[_GPA, i] = gpa
+                        out[_HPA, i] = hpa
                     continue
         r = walk_x86_nested(i, va, afi, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
                             mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
         for c in range(18):
             out[c, i] = r[c]
         # kept: success, guest #PF, a TDP fault on a table access before the leaf
-        if use_memo and (r[0] == F_NONE or (r[0] == F_PF and r[3] == S_GUEST)
-                         or (r[3] == S_TABLE and r[8] == 0)):
+        if use_memo and (r[_FAULT] == F_NONE or (r[_FAULT] == F_PF and r[_STAGE] == S_GUEST)
+                         or (r[_STAGE] == S_TABLE and r[_LEAF] == 0)):
             for c in range(NM_W):
                 memo[row + 1, c] = memo[row, c]
             memo[row, 0] = tag
             memo[row, 1] = key
             memo[row, 2] = pk
             for c in range(18):
-                memo[row, 3 + c] = r[c]
+                memo[row, NM_RES + c] = r[c]
