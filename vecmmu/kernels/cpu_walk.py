@@ -194,7 +194,7 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
     for t in prange(parts):
         hp = scratch[t]
         m = memo[t]
-        plo, phi = _part_bounds(n, parts, t)
+        plo, phi = part_bounds(n, parts, t, SUPER)
         for s in range(plo, phi, SUPER):
             _translate_range(s, min(phi, s + SUPER), hp, pstate[t], addr, kind, user, ac, implicit,
                              stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
@@ -204,11 +204,11 @@ def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdpt
 
 
 @jit
-def _part_bounds(n, parts, t):
-    """Accesses ``lo..hi`` of part ``t`` of ``parts``: whole ``SUPER`` ranges, the same
-    split in every pass over a chunk."""
-    nsup = (n + SUPER - 1) // SUPER
-    return min(n, (t * nsup // parts) * SUPER), min(n, ((t + 1) * nsup // parts) * SUPER)
+def part_bounds(n, parts, t, unit):
+    """Accesses ``lo..hi`` of part ``t`` of ``parts``: whole ranges of ``unit`` accesses
+    (the last may be short), the same split in every pass over a chunk."""
+    nu = (n + unit - 1) // unit
+    return min(n, (t * nu // parts) * unit), min(n, ((t + 1) * nu // parts) * unit)
 
 
 @pjit
@@ -217,7 +217,7 @@ def group_parts(addr, asid, parts, va_bits, g_order, g_inv):
     n = addr.shape[0]
     hists = np.empty((parts, GROUP_BUCKETS_MAX + 1), np.int64)     # counting-sort scratch
     for t in prange(parts):
-        plo, phi = _part_bounds(n, parts, t)
+        plo, phi = part_bounds(n, parts, t, SUPER)
         if phi > plo:
             _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv, hists[t])
 
@@ -230,7 +230,7 @@ def ungroup_parts(parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr, o
     n = g_inv.shape[0]
     rec_ptr = g_rec.ctypes.data
     for t in prange(parts):
-        plo, phi = _part_bounds(n, parts, t)
+        plo, phi = part_bounds(n, parts, t, SUPER)
         if phi > plo:
             _ungroup(plo, phi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_eaddr,
                      o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)

@@ -8,7 +8,7 @@ views or narrows without a strided copy.
 import numpy as np
 
 from ._jit import jit_nrt_free, jit_walker, pjit, prange
-from .cpu_walk import _memo_tag
+from .cpu_walk import _memo_row, _memo_tag, part_bounds
 from .physmem import find_slot
 from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
                       tdp_translate, walk_x86_nested)
@@ -42,9 +42,9 @@ _FAULT, _STAGE, _LEAF, _GPA, _HPA = (NESTED_COLS.index(c) for c in
 
 @jit_walker
 def _nmemo_row(tag, a, set_mask):
-    """Way 0 of the set of (tag, access flags)."""
-    v = (tag >> 12) ^ (a * 0x9E3779B1)
-    return ((v ^ (v >> 17) ^ ((tag & 0xFFF) << 7)) & set_mask) << 1
+    """Way 0 of the set of (tag, access flags): the 1-D memo's hash of the tag with the
+    flags mixed into its page bits, so one page's kinds of access go to different sets."""
+    return _memo_row(tag ^ ((a * 0x9E3779B1) << 12), set_mask)
 
 
 @pjit
@@ -91,11 +91,9 @@ def nested_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts
     (``rows`` of 0: none); ``epoch`` (>= 1) marks this call's entries."""
     n = addr.shape[0]
     parts = memo.shape[0]
-    nit = (n + _ITEM - 1) // _ITEM
     for t in prange(parts):
         m = memo[t]
-        plo = min(n, (t * nit // parts) * _ITEM)
-        phi = min(n, ((t + 1) * nit // parts) * _ITEM)
+        plo, phi = part_bounds(n, parts, t, _ITEM)
         for s in range(plo, phi, _ITEM):
             _nested_range(s, min(phi, s + _ITEM), addr, af, asid, pkru, roots, pdptes, fp,
                           rsvd, perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
