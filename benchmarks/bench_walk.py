@@ -37,6 +37,7 @@ from common import (REPO, Row, Target, best_times, cpu_snapshot, log,  # noqa: E
                     machine_line, other_cpu_use, ratio, target_ratio, with_threads)
 from vecmmu import Mmu, make_accesses  # noqa: E402
 from vecmmu.kernels import cpu_walk as K  # noqa: E402
+from vecmmu import walk as W  # noqa: E402
 from vecmmu.kernels.physmem import prefetch  # noqa: E402
 from numpy_walk import NumpyWalk, access_flags  # noqa: E402
 
@@ -218,35 +219,39 @@ def make_workload(g: Guest, n, rng, noise=0.01):
 # ---------------------------------------------------------------------------------------------
 class KernelDirect:
     """The kernel alone: replays the exact ``cpu_translate`` calls one ``translate()`` makes
-    (same arguments, outputs already allocated), so wrapper time (validation, the flag
-    word, output allocation) is left out. The calls are captured by wrapping the module
-    attribute that ``vecmmu.walk`` calls, so this follows the kernel's signature."""
+    (same arguments, outputs already allocated, the same parts on the same threads), so
+    wrapper time (validation, the flag word, output allocation) is left out. The calls are
+    captured by wrapping the ``run_parts`` that ``vecmmu.walk`` calls, so this follows the
+    kernel's signature."""
 
     def __init__(self, walker, batch, threads=1):
-        real = K.cpu_translate
+        real = W.run_parts
         self.calls = []
 
-        def spy(*a, **kw):
-            self.calls.append((a, kw))
-            return real(*a, **kw)
+        def spy(kernel, parts, *a):
+            if kernel is K.cpu_translate:
+                self.calls.append((parts, a))
+            return real(kernel, parts, *a)
 
-        K.cpu_translate = spy
+        W.run_parts = spy
         try:
             walker.translate(batch, threads=threads)
         finally:
-            K.cpu_translate = real
+            W.run_parts = real
         if not self.calls:
-            raise RuntimeError("PageWalk.translate no longer calls kernels.cpu_walk.cpu_translate")
-        self.real, self.walker = real, walker
-        self.epoch_at = list(inspect.signature(real.py_func).parameters).index("epoch")
+            raise RuntimeError("PageWalk.translate no longer runs kernels.cpu_walk.cpu_translate "
+                               "through run_parts")
+        self.run, self.walker = real, walker
+        # the epoch's place among the arguments after the part number
+        self.epoch_at = list(inspect.signature(K.cpu_translate.py_func).parameters).index("epoch") - 1
 
     def __call__(self):
-        for a, kw in self.calls:
+        for parts, a in self.calls:
             # a new memo epoch per replay, as translate() takes one per call: replaying the
             # captured epoch would find every page already walked
             a = list(a)
             a[self.epoch_at] = self.walker._memo.next_epoch()
-            self.real(*a, **kw)
+            self.run(K.cpu_translate, parts, *a)
 
 
 def ref_reader(ram, base):

@@ -53,7 +53,7 @@ def test_split_page_crossing_matches_the_rule():
     starts at the next page (wrapping at 2**64) and keeps the other fields."""
     from vecmmu.access import split_page_crossing
     rng = np.random.default_rng(4)
-    n = 5000 if numba.config.DISABLE_JIT else 200_003      # JIT: three parallel parts
+    n = 5000 if numba.config.DISABLE_JIT else 200_003
     addr = rng.integers(0, 1 << 64, n, dtype=np.uint64)
     addr[:50] = np.uint64(2**64 - 3)
     size = rng.integers(1, 4097, n)
@@ -61,7 +61,7 @@ def test_split_page_crossing_matches_the_rule():
     size[small] = rng.integers(1, 9, int(small.sum()))
     b = make_accesses(addr, rng.integers(0, 3, n), user=rng.integers(0, 2, n), size=size,
                       asid=rng.integers(0, 7, n), stack=rng.integers(0, 2, n))
-    rows, index, part = split_page_crossing(b)
+    rows, index, part = split_page_crossing(b, parts=3)
     cross = (addr & np.uint64(0xFFF)) + size.astype(np.uint64) > np.uint64(4096)
     assert cross.any() and not cross.all()
     want_index = np.repeat(np.arange(n), 1 + cross)
@@ -69,9 +69,7 @@ def test_split_page_crossing_matches_the_rule():
     want_part = np.zeros(want_index.shape[0], np.uint8)
     want_part[1:][want_index[1:] == want_index[:-1]] = 1
     assert np.array_equal(part, want_part)
-    if not numba.config.DISABLE_JIT:
-        from vecmmu.kernels.trace_parse import count_crossing
-        assert count_crossing(b.view(np.uint8), b.dtype.itemsize, 0, 13).shape[0] == 4
+    assert split_page_crossing(b)[0].tobytes() == rows.tobytes()   # parts: one per thread
     want = b[want_index]
     want["addr"] = np.where(want_part == 1, (want["addr"] | np.uint64(0xFFF)) + np.uint64(1),
                             want["addr"])

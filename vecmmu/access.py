@@ -171,11 +171,17 @@ def _checked(batch: np.ndarray):
         raise ValueError(f"an access batch must be 1-D, not shape {batch.shape}")
     if not batch.shape[0]:
         return batch, (0, 0)
+    from .kernels._jit import run_parts
     from .kernels.trace_parse import scan_accesses
     f = ACCESS_DTYPE.fields
-    mk, mf, smin, smax, amax = scan_accesses(
-        np.ascontiguousarray(batch).view(np.uint8), ACCESS_DTYPE.itemsize,
-        *(f[k][1] for k in ("kind", "user", "size", "asid")))
+    parts = _parts(batch.shape[0])
+    res = np.empty((parts, 5), np.int64)
+    run_parts(scan_accesses, parts, parts, np.ascontiguousarray(batch).view(np.uint8),
+              ACCESS_DTYPE.itemsize, *(f[k][1] for k in ("kind", "user", "size", "asid")), res)
+    mk, smin, smax, amax = (int(x) for x in (res[:, 0].max(), res[:, 2].min(), res[:, 3].max(),
+                                              res[:, 4].max()))
+    mf = int(np.bitwise_or.reduce(res[:, 1]))
+    mf = (mf | (mf >> 8) | (mf >> 16) | (mf >> 24)) & 0xFF      # the four flag bytes
     if mk > 2 or mf > 1:
         for name, hi in (("kind", 2), ("user", 1), ("ac", 1), ("implicit", 1), ("stack", 1)):
             col = batch[name]
@@ -190,24 +196,34 @@ def _checked(batch: np.ndarray):
     return batch, (int(smax), int(amax))
 
 
-def split_page_crossing(batch: np.ndarray):
+def _parts(n: int) -> int:
+    """Parallel parts for a pass over ``n`` records: one per thread, at least 64 Ki each."""
+    import numba
+    return max(1, min(numba.get_num_threads(), n >> 16))
+
+
+def split_page_crossing(batch: np.ndarray, parts: int | None = None):
     """``(rows, access, part)``: a checked batch with every access that crosses a 4 KiB
     boundary as two rows, the second at the next page (``part`` 1), and ``access`` the
     batch index of each row; ``(batch, None, None)`` when none crosses (row i is access
-    i). Two jitted passes over the records' bytes, in parallel parts."""
+    i). Two jitted passes over the records' bytes, in ``parts`` parallel parts (default:
+    one per thread for large batches; the rows do not depend on it)."""
+    from .kernels._jit import run_parts
     from .kernels.trace_parse import count_crossing, split_crossing
     raw = np.ascontiguousarray(batch).view(np.uint8)
     f = ACCESS_DTYPE.fields
     o_addr, o_size = f["addr"][1], f["size"][1]
-    counts = count_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size)
+    parts = _parts(batch.shape[0]) if parts is None else max(1, int(parts))
+    counts = np.zeros(parts + 1, np.int64)
+    run_parts(count_crossing, parts, parts, raw, ACCESS_DTYPE.itemsize, o_addr, o_size, counts)
     m = int(counts.sum())
     if m == 0:
         return batch, None, None
     rows = np.empty(batch.shape[0] + m, ACCESS_DTYPE)
     index = np.empty(rows.shape[0], np.int64)
     part = np.empty(rows.shape[0], np.uint8)
-    split_crossing(raw, ACCESS_DTYPE.itemsize, o_addr, o_size, counts, rows.view(np.uint8),
-                   index, part)
+    run_parts(split_crossing, parts, parts, raw, ACCESS_DTYPE.itemsize, o_addr, o_size,
+              np.cumsum(counts), rows.view(np.uint8), index, part)
     return rows, index, part
 
 

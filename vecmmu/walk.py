@@ -36,6 +36,7 @@ from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
 from .kernels import tdp_walk as KT
+from .kernels._jit import run_parts
 from .memory import PhysMem
 from .result import Translation, acc_string
 from .role import CpuRole, EptRole, NptRole, RegisterError
@@ -489,15 +490,15 @@ class PageWalk:
                     o = [np.empty(hi - lo, x.dtype) for x in outs]
                 g = grouped and p == 0
                 sl = slice(0, hi - lo) if g else slice(0, 1)
+                parts = memo.shape[0]
                 if g:
-                    K.group_parts(fields[0][lo:hi], a, memo.shape[0], params[3], g_order[sl],
-                                  g_inv[sl])
-                K.cpu_translate(*[x[lo:hi] for x in fields], a, k, self._roots, self._pdptes_i,
-                                params, rsvd, perms, self._wopts, memt, *o,
-                                need_trace, t[0], t[1], prefetch, memo, epoch, g,
-                                g_order[sl], g_rec[sl])
+                    run_parts(K.group_parts, parts, fields[0][lo:hi], a, parts, params[3],
+                              g_order[sl], g_inv[sl])
+                run_parts(K.cpu_translate, parts, *[x[lo:hi] for x in fields], a, k, self._roots,
+                          self._pdptes_i, params, rsvd, perms, self._wopts, memt, *o, need_trace,
+                          t[0], t[1], prefetch, memo, epoch, g, g_order[sl], g_rec[sl])
                 if g:
-                    K.ungroup_parts(memo.shape[0], g_inv[sl], g_rec[sl], *o)
+                    run_parts(K.ungroup_parts, parts, parts, g_inv[sl], g_rec[sl], *o)
                 if ad == "trace" or (ad == "snapshot" and p == 1):
                     # o[1] fault, o[3] fault_level, o[4] entry_addr, o[5] entry_value, o[6] leaf
                     K.apply_ad(af[lo:hi], o[1], o[3], o[4], o[5], o[6], t[0], t[1], pte_size,
@@ -542,9 +543,9 @@ class PageWalk:
             a = asids[lo:hi] if asids.shape[0] == n and n > 1 else asids
             k = pk[lo:hi] if pk.shape[0] == n and n > 1 else pk
             t = (tr[0][lo:hi], tr[1][lo:hi], ttr[0][lo:hi], ttr[1][lo:hi]) if trace else (*tr, *ttr)
-            KT.nested_translate(addr_i[lo:hi], af[lo:hi], a, k, self._roots, self._pdptes_i,
-                                self._fp, f.rsvd_table(), f.perm_table(), self._wopts,
-                                *targs, memt, out[:, lo:hi], trace, *t, memo, epoch)
+            run_parts(KT.nested_translate, memo.shape[0], addr_i[lo:hi], af[lo:hi], a, k,
+                      self._roots, self._pdptes_i, self._fp, f.rsvd_table(), f.perm_table(),
+                      self._wopts, *targs, memt, out[:, lo:hi], trace, *t, memo, epoch)
             prog.update(hi)
         prog.close()
         _nested_columns(cols, out)
@@ -567,14 +568,15 @@ class PageWalk:
                else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
         memt = self.mem.slot_pointers()
         addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
+        parts = numba.get_num_threads()
         prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             tb = tbl[lo:hi] if tbl.shape[0] == n and n > 1 else tbl
             ga = gacc[lo:hi] if gacc.shape[0] == n and n > 1 else gacc
             t = (ttr[0][lo:hi], ttr[1][lo:hi]) if trace else ttr
-            KT.tdp_translate_batch(addr_i[lo:hi], af[lo:hi], tb, ga, *self._tdp_args(), memt,
-                                   out[:, lo:hi], trace, *t)
+            run_parts(KT.tdp_translate_batch, parts, parts, addr_i[lo:hi], af[lo:hi], tb, ga,
+                      *self._tdp_args(), memt, out[:, lo:hi], trace, *t)
             prog.update(hi)
         prog.close()
         for j, name in enumerate(KT.TDP_COLS):

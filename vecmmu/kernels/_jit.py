@@ -4,8 +4,10 @@
 no fastmath (the kernels are integer code and must be exact); bounds checks off, so the
 kernels bounds-check every memory read themselves.
 """
+import concurrent.futures
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numba
@@ -47,7 +49,9 @@ def jit(fn):
 
 
 def pjit(fn):
-    """A batch driver whose outer loop is a ``prange``."""
+    """A batch driver whose outer loop is a ``prange`` over many rows or configurations
+    (the what-if decision and the TLB-model sweep). The walk drivers are one-part
+    ``jit`` kernels run by :func:`run_parts` instead."""
     return numba.njit(parallel=True, **OPTIONS)(fn)
 
 
@@ -64,3 +68,40 @@ def jit_walker(fn):
     """A walker body, inlined into its batch driver at the Numba IR level: a call would
     pass a dozen arrays (several words each) and return an 18-value tuple per address."""
     return numba.njit(inline="always", **OPTIONS)(fn)
+
+
+_pool = None
+_pool_pid = None
+_worker = threading.local()
+
+
+def _mark_worker():
+    _worker.busy = True
+
+
+def run_parts(kernel, parts, *args):
+    """``kernel(t, *args)`` for every part ``t`` of ``parts``, the parts on Python threads
+    (part 0 on the caller's): the drivers that use this are plain ``jit`` kernels of one
+    part each, compiled with ``nogil``, so the threads run them in parallel.
+
+    Why not ``prange``: Numba's parfor compile of a driver costs seconds (about 2.8 s of
+    the walker's first call, measured), where a part per thread needs no parfor at all.
+    The parts, not the threads, decide the results, so results do not depend on the
+    thread count. A call from one of the pool's own threads runs its parts in turn."""
+    global _pool, _pool_pid
+    if parts <= 1 or getattr(_worker, "busy", False):
+        for t in range(parts):
+            kernel(t, *args)
+        return
+    if _pool is None or _pool_pid != os.getpid():     # a forked child has no pool threads
+        _pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="vecmmu-part",
+            initializer=_mark_worker)
+        _pool_pid = os.getpid()
+    futures = [_pool.submit(kernel, t, *args) for t in range(1, parts)]
+    try:
+        kernel(0, *args)
+    finally:
+        concurrent.futures.wait(futures)      # the parts write the same outputs
+    for f in futures:
+        f.result()

@@ -1,15 +1,15 @@
 """Batch driver for the 1-D guest walk (``cpu_walk``) and its A/D write-back.
 
 The per-address walk is :func:`vecmmu.kernels.walkers.walk_x86_flat`; ``cpu_translate``
-is the batch driver (a ``prange`` over per-thread parts, with the table prefetch and the
-walk memo); ``order="grouped"`` adds two parallel passes around it over the same parts
-(``group_parts``, ``ungroup_parts``); ``apply_ad`` is KVM's
+is the batch driver of one part of a batch (with the table prefetch and the walk memo),
+which :func:`vecmmu.kernels._jit.run_parts` runs on one thread per part;
+``order="grouped"`` adds two passes around it over the same parts (``group_parts``,
+``ungroup_parts``); ``apply_ad`` is KVM's
 ``FNAME(update_accessed_dirty_bits)`` over a batch, in trace order.
 """
 import numpy as np
 
-from ._jit import jit, pjit, prange
-from ._jit import jit_nrt_free, jit_walker
+from ._jit import jit, jit_nrt_free, jit_walker
 from .physmem import find_slot, host_addr, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, PF_P, PF_RSVD,
@@ -19,7 +19,7 @@ from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  #
 
 GROUP_BUCKETS_MAX = 1 << 16     # order="grouped": counting-sort buckets per part, at most
 LANES = 64          # walks per block: the unit of the table prefetch
-SUPER = 4096        # addresses per parallel work item
+SUPER = 4096        # addresses per _translate_range call (parts are whole ranges)
 
 
 @jit_walker
@@ -167,40 +167,40 @@ def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, r
     memo[row, 3] = ev
 
 
-@pjit
-def cpu_translate(addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
+@jit
+def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
                   o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on,
                   memo, epoch, grouped, g_order, g_rec):
-    """Batch ``cpu_walk``: translate ``addr[i]`` for every i (results in input order).
+    """Batch ``cpu_walk``, part ``t``: translate ``addr[i]`` for every i of the part
+    (results in input order).
 
     ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
     access batch (strided views are fine: no temporaries are made); ``asid`` and ``pkru``
     have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
     :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
     ``memo`` ``(parts, rows, 4)`` int64: the work is split into ``parts`` contiguous
-    parts run in parallel, each with its own walk memo (``rows`` of 0: no memo);
-    ``epoch`` (>= 1) marks this call's memo entries. ``grouped``: each part is walked in
-    the order ``g_order`` (n,) that :func:`group_parts` made, one record per walk into
-    ``g_rec`` (n, 5), which :func:`ungroup_parts` then writes to the outputs in input
-    order: three passes, so a call in input order never compiles the grouping.
+    parts (:func:`part_bounds`), run in parallel by :func:`vecmmu.kernels._jit.run_parts`,
+    each with its own walk memo (``rows`` of 0: no memo); ``epoch`` (>= 1) marks this
+    call's memo entries. ``grouped``: each part is walked in the order ``g_order`` (n,)
+    that :func:`group_parts` made, one record per walk into ``g_rec`` (n, 5), which
+    :func:`ungroup_parts` then writes to the outputs in input order: three passes, so a
+    call in input order never compiles the grouping.
     """
     n = addr.shape[0]
     parts = memo.shape[0]
     in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
     in_stride = addr.strides[0]
-    scratch = np.empty((parts, LANES), np.int64)      # the table prefetch's, per part
-    pstate = np.zeros((parts, 1), np.int64)           # the memo on prefetched blocks
-    for t in prange(parts):
-        hp = scratch[t]
-        m = memo[t]
-        plo, phi = part_bounds(n, parts, t, SUPER)
-        for s in range(plo, phi, SUPER):
-            _translate_range(s, min(phi, s + SUPER), hp, pstate[t], addr, kind, user, ac, implicit,
-                             stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
-                             o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
-                             o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
-                             epoch, grouped, g_order, g_rec, in_ptr, in_stride)
+    hp = np.empty(LANES, np.int64)            # the table prefetch's scratch
+    pstate = np.zeros(1, np.int64)            # the memo on prefetched blocks
+    m = memo[t]
+    plo, phi = part_bounds(n, parts, t, SUPER)
+    for s in range(plo, phi, SUPER):
+        _translate_range(s, min(phi, s + SUPER), hp, pstate, addr, kind, user, ac, implicit,
+                         stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
+                         o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
+                         o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
+                         epoch, grouped, g_order, g_rec, in_ptr, in_stride)
 
 
 @jit
@@ -211,29 +211,24 @@ def part_bounds(n, parts, t, unit):
     return min(n, (t * nu // parts) * unit), min(n, ((t + 1) * nu // parts) * unit)
 
 
-@pjit
-def group_parts(addr, asid, parts, va_bits, g_order, g_inv):
-    """Grouped order, pass 1: each part's walk order (:func:`_group_part`)."""
-    n = addr.shape[0]
-    hists = np.empty((parts, GROUP_BUCKETS_MAX + 1), np.int64)     # counting-sort scratch
-    for t in prange(parts):
-        plo, phi = part_bounds(n, parts, t, SUPER)
-        if phi > plo:
-            _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv, hists[t])
+@jit
+def group_parts(t, addr, asid, parts, va_bits, g_order, g_inv):
+    """Grouped order, pass 1, part ``t`` of ``parts``: its walk order (:func:`_group_part`)."""
+    plo, phi = part_bounds(addr.shape[0], parts, t, SUPER)
+    if phi > plo:
+        hist = np.empty(GROUP_BUCKETS_MAX + 1, np.int64)     # counting-sort scratch
+        _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv, hist)
 
 
-@pjit
-def ungroup_parts(parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
+@jit
+def ungroup_parts(t, parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
                   o_shift, o_acc, o_pkey, o_refs):
-    """Grouped order, pass 3: each part's walk records back to the outputs in input
-    order (:func:`_ungroup`)."""
-    n = g_inv.shape[0]
-    rec_ptr = g_rec.ctypes.data
-    for t in prange(parts):
-        plo, phi = part_bounds(n, parts, t, SUPER)
-        if phi > plo:
-            _ungroup(plo, phi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_eaddr,
-                     o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
+    """Grouped order, pass 3, part ``t`` of ``parts``: its walk records back to the
+    outputs in input order (:func:`_ungroup`)."""
+    plo, phi = part_bounds(g_inv.shape[0], parts, t, SUPER)
+    if phi > plo:
+        _ungroup(plo, phi, g_inv, g_rec, g_rec.ctypes.data, o_gpa, o_fault, o_ec, o_level,
+                 o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
 
 
 @jit
@@ -301,9 +296,7 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
                      tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr, in_stride):
     """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` (LANES,): the table
     prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
-    the memo is tried again on prefetched blocks, 0 = in use). A call, not inlined into the
-    ``prange`` body: Numba's parfor passes grow with the body's size, and the walker is
-    large."""
+    the memo is tried again on prefetched blocks, 0 = in use)."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1

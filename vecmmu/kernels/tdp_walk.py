@@ -1,13 +1,14 @@
 """Batch drivers for ``tdp_walk`` (GPA → HPA through EPT or NPT) and for the
 two-dimensional walk (a ``cpu_walk`` stacked on a ``tdp_walk``).
 
-Both write an int64 result matrix with one row per field (``TDP_COLS`` / ``NESTED_COLS``)
+Both are the driver of one part of a batch, which :func:`vecmmu.kernels._jit.run_parts`
+runs on one thread per part. Both write an int64 result matrix with one row per field (``TDP_COLS`` / ``NESTED_COLS``)
 and one column per access, so every field is a contiguous array that :mod:`vecmmu.walk`
 views or narrows without a strided copy.
 """
 import numpy as np
 
-from ._jit import jit_nrt_free, jit_walker, pjit, prange
+from ._jit import jit, jit_nrt_free, jit_walker
 from .cpu_walk import _memo_row, _memo_tag, part_bounds
 from .physmem import find_slot
 from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
@@ -20,7 +21,7 @@ NESTED_COLS = ("fault", "error_code", "exit_qual", "stage", "fault_level", "gues
                "gpa", "hpa", "fault_gpa", "tdp_page_shift", "tdp_acc")
 
 
-_ITEM = 1024        # accesses per parallel work item
+_ITEM = 1024        # accesses per range call (parts are whole ranges)
 
 # --- the 2-D walk memo ---------------------------------------------------------------------
 # Without A/D write-back or a trace, memory does not change during a call, so a 2-D walk's
@@ -47,24 +48,23 @@ def _nmemo_row(tag, a, set_mask):
     return _memo_row(tag ^ ((a * 0x9E3779B1) << 12), set_mask)
 
 
-@pjit
-def tdp_translate_batch(gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
-                        tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val):
-    """Translate ``gpa[i]`` through the TDP for every i. ``af``: access flags (write,
-    fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET); ``table[i]``: a guest
-    paging-structure access; ``guest_acc``: guest rights for advanced exit information."""
-    n = gpa.shape[0]
-    for s in prange((n + _ITEM - 1) // _ITEM):
-        _tdp_range(s * _ITEM, min(n, s * _ITEM + _ITEM), gpa, af, table, guest_acc, tdp_fp,
-                   tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out, do_trace, ttr_addr,
-                   ttr_val)
+@jit
+def tdp_translate_batch(t, parts, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms,
+                        tdp_root, tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val):
+    """Translate ``gpa[i]`` through the TDP for every i of part ``t`` of ``parts``.
+    ``af``: access flags (write, fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET);
+    ``table[i]``: a guest paging-structure access; ``guest_acc``: guest rights for
+    advanced exit information."""
+    plo, phi = part_bounds(gpa.shape[0], parts, t, _ITEM)
+    for s in range(plo, phi, _ITEM):
+        _tdp_range(s, min(phi, s + _ITEM), gpa, af, table, guest_acc, tdp_fp, tdp_rsvd,
+                   tdp_perms, tdp_root, tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val)
 
 
 @jit_nrt_free
 def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
                tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val):
-    """Accesses ``lo..hi`` of :func:`tdp_translate_batch`: a call from the ``prange``
-    body, not inlined into it (Numba's parfor passes grow with the body's size)."""
+    """Accesses ``lo..hi`` of :func:`tdp_translate_batch`."""
     n = gpa.shape[0]
     per_table = table.shape[0] == n and n > 1
     per_gacc = guest_acc.shape[0] == n and n > 1
@@ -80,34 +80,28 @@ def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, t
             out[c, i] = r[c]
 
 
-@pjit
-def nested_translate(addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
+@jit
+def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                      tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
-    """The 2-D walk: every guest table access and the final GPA through the TDP.
-    ``tr_*``: guest trace ``(n, 5)``; ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest
+    """The 2-D walk, part ``t``: every guest table access and the final GPA through the
+    TDP. ``tr_*``: guest trace ``(n, 5)``; ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest
     level - 1, or 5 for the final GPA). ``memo`` ``(parts, rows, NM_W)``: the work is
-    split into ``parts`` contiguous parts run in parallel, each with its own 2-D walk memo
-    (``rows`` of 0: none); ``epoch`` (>= 1) marks this call's entries."""
-    n = addr.shape[0]
-    parts = memo.shape[0]
-    for t in prange(parts):
-        m = memo[t]
-        plo, phi = part_bounds(n, parts, t, _ITEM)
-        for s in range(plo, phi, _ITEM):
-            _nested_range(s, min(phi, s + _ITEM), addr, af, asid, pkru, roots, pdptes, fp,
-                          rsvd, perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
-                          tdp_wopts, mem, out, do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m,
-                          epoch)
+    split into ``parts`` contiguous parts, each with its own 2-D walk memo (``rows`` of 0:
+    none); ``epoch`` (>= 1) marks this call's entries."""
+    m = memo[t]
+    plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, _ITEM)
+    for s in range(plo, phi, _ITEM):
+        _nested_range(s, min(phi, s + _ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
+                      perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
+                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m, epoch)
 
 
 @jit_nrt_free
 def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                   tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
                   do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
-    """Accesses ``lo..hi`` of :func:`nested_translate` (one parallel work item, called
-    from the ``prange`` body: inlining the 2-D walker there made Numba's parfor lowering
-    and typing take over a minute on a cold cache)."""
+    """Accesses ``lo..hi`` of :func:`nested_translate`."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1

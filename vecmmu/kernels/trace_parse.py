@@ -7,7 +7,7 @@ the reader can name the file, line and field.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, pjit, prange
+from ._jit import jit, jit_nrt_free
 from .physmem import load_u32, load_u64, store_u64
 
 # Status of parse_lackey
@@ -380,32 +380,15 @@ def _scan_range(ptr, lo, hi, itemsize, o_kind, o_flags, o_size, o_asid, out):
     out[4] = amax
 
 
-@pjit
-def scan_accesses(raw, itemsize, o_kind, o_flags, o_size, o_asid):
-    """One branch-free pass over an access batch's bytes (``raw``: its flat uint8 view;
-    ``o_*``: field offsets; ``o_flags``: the first of four consecutive flag bytes), in
-    parallel parts: ``(max kind, OR of the flag bytes, min size, max size, max asid)``.
-    A flag above 1 shows as an OR above 1."""
+@jit
+def scan_accesses(t, parts, raw, itemsize, o_kind, o_flags, o_size, o_asid, res):
+    """Part ``t`` of ``parts`` of one branch-free pass over an access batch's bytes
+    (``raw``: its flat uint8 view; ``o_*``: field offsets; ``o_flags``: the first of four
+    consecutive flag bytes): ``res[t]`` = (max kind, OR of the flag words, min size, max
+    size, max asid). A flag above 1 shows as an OR above 1 in one of the word's bytes."""
     n = raw.shape[0] // itemsize
-    parts = max(1, min(256, n >> 16))
-    res = np.empty((parts, 5), np.int64)
-    ptr = raw.ctypes.data
-    for p in prange(parts):
-        _scan_range(ptr, p * n // parts, (p + 1) * n // parts, itemsize, o_kind, o_flags,
-                    o_size, o_asid, res[p])
-    mk = np.int64(0)
-    mf = np.int64(0)
-    smin = np.int64(1) << 40
-    smax = np.int64(0)
-    amax = np.int64(0)
-    for p in range(parts):
-        mk = max(mk, res[p, 0])
-        mf |= res[p, 1]
-        smin = min(smin, res[p, 2])
-        smax = max(smax, res[p, 3])
-        amax = max(amax, res[p, 4])
-    mf = (mf | (mf >> 8) | (mf >> 16) | (mf >> 24)) & 0xFF
-    return mk, mf, smin, smax, amax
+    _scan_range(raw.ctypes.data, t * n // parts, (t + 1) * n // parts, itemsize, o_kind,
+                o_flags, o_size, o_asid, res[t])
 
 
 @jit_nrt_free
@@ -417,18 +400,13 @@ def _count_crossing(ptr, lo, hi, itemsize, o_addr, o_size):
     return m
 
 
-@pjit
-def count_crossing(raw, itemsize, o_addr, o_size):
-    """Per parallel part of a batch (``raw``: its flat uint8 view), how many accesses cross
-    a 4 KiB boundary: ``counts`` with ``counts[t + 1]`` for part t, ``counts[0] = 0``."""
+@jit
+def count_crossing(t, parts, raw, itemsize, o_addr, o_size, counts):
+    """How many accesses of part ``t`` of ``parts`` of a batch (``raw``: its flat uint8
+    view) cross a 4 KiB boundary, into ``counts[t + 1]``."""
     n = raw.shape[0] // itemsize
-    parts = max(1, min(64, n >> 16))
-    counts = np.zeros(parts + 1, np.int64)
-    ptr = raw.ctypes.data
-    for t in prange(parts):
-        counts[t + 1] = _count_crossing(ptr, t * n // parts, (t + 1) * n // parts, itemsize,
-                                        o_addr, o_size)
-    return counts
+    counts[t + 1] = _count_crossing(raw.ctypes.data, t * n // parts, (t + 1) * n // parts,
+                                    itemsize, o_addr, o_size)
 
 
 @jit_nrt_free
@@ -450,21 +428,16 @@ def _split_range(ptr, optr, lo, hi, k, itemsize, o_addr, o_size, index, part):
             k += 1
 
 
-@pjit
-def split_crossing(raw, itemsize, o_addr, o_size, counts, out, index, part):
-    """The batch with each page-crossing access as two records, the second starting at
-    the next page, written to ``out`` (flat bytes, ``(n + crossing) * itemsize``), with
-    each record's access ``index`` and ``part`` (0, or 1 for a second record); ``counts``
-    from :func:`count_crossing`. Records are copied 8 bytes at a time (``itemsize`` >=
-    8), in the same parallel parts. The caller allocates the outputs: numpy asks for
-    huge pages for them, Numba's allocator does not (4 KiB page faults were most of the
-    time)."""
+@jit
+def split_crossing(t, parts, raw, itemsize, o_addr, o_size, start, out, index, part):
+    """Part ``t`` of ``parts`` of the batch with each page-crossing access as two records,
+    the second starting at the next page, written to ``out`` (flat bytes,
+    ``(n + crossing) * itemsize``) from record ``start[t]`` on, with each record's access
+    ``index`` and ``part`` (0, or 1 for a second record); ``start``: the cumulative sum of
+    :func:`count_crossing`'s counts. Records are copied 8 bytes at a time (``itemsize`` >=
+    8). The caller allocates the outputs: numpy asks for huge pages for them, Numba's
+    allocator does not (4 KiB page faults were most of the time)."""
     n = raw.shape[0] // itemsize
-    parts = counts.shape[0] - 1
-    start = np.cumsum(counts)
-    ptr = raw.ctypes.data
-    optr = out.ctypes.data
-    for t in prange(parts):
-        lo = t * n // parts
-        _split_range(ptr, optr, lo, (t + 1) * n // parts, lo + start[t], itemsize, o_addr,
-                     o_size, index, part)
+    lo = t * n // parts
+    _split_range(raw.ctypes.data, out.ctypes.data, lo, (t + 1) * n // parts, lo + start[t],
+                 itemsize, o_addr, o_size, index, part)
