@@ -66,7 +66,13 @@ def jit_nrt_free(fn):
 
 def jit_walker(fn):
     """A walker body, inlined into its batch driver at the Numba IR level: a call would
-    pass a dozen arrays (several words each) and return an 18-value tuple per address."""
+    pass a dozen arrays (several words each) and return an 18-value tuple per address.
+
+    Only for what LLVM would not inline itself (the walker, the memo's hit and fill
+    paths, the block prefetch, the slot search on hot paths): Numba copies and re-types
+    the callee's IR at every call site, which is most of a cold start's compile time.
+    Small helpers are :func:`jit_nrt_free` calls, which LLVM inlines (measured: the first
+    translate() on a fresh cache 7.6 -> 5.3 s, at the same walk speed)."""
     return numba.njit(inline="always", **OPTIONS)(fn)
 
 

@@ -10,7 +10,7 @@ which :func:`vecmmu.kernels._jit.run_parts` runs on one thread per part;
 import numpy as np
 
 from ._jit import jit, jit_nrt_free, jit_walker
-from .physmem import find_slot, host_addr, load_u64, prefetch, read_ptr, write_ptr
+from .physmem import find_slot, find_slot_call, host_addr, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, PF_P, PF_RSVD,
                       W_CHECK_FINAL, W_KVM_UNBACKED, access_ec, leaf_fault, leaf_frame,
@@ -83,21 +83,21 @@ MEMO_TRIAL = 64         # lookups on prefetched blocks that decide whether the m
 MEMO_RETRY = 32         # ranges (of SUPER accesses) without it before the next trial
 
 
-@jit_walker
+@jit_nrt_free
 def _memo_tag(addr, a, va_bits):
     if va_bits == 32:
         addr = addr & 0xFFFFFFFF
     return (addr & ~np.int64(0xFFF)) | a
 
 
-@jit_walker
+@jit_nrt_free
 def _memo_row(tag, set_mask):
     """Way 0 of the tag's set (contiguous pages go to distinct sets)."""
     v = tag >> 12
     return ((v ^ (v >> 17) ^ ((tag & 0xFFF) << 7)) & set_mask) << 1
 
 
-@jit_walker
+@jit_nrt_free
 def _memo_find(memo, row, tag, epoch):
     if memo[row, 0] == tag and (memo[row, 1] >> M_EPOCH) == epoch:
         return row
@@ -150,7 +150,7 @@ def _memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey, r
                 | (refs << M_REFS))
         if (wopts & W_CHECK_FINAL) != 0:
             frame = leaf_frame(ev & ~fp[12], fp[6], sh, fp[9], leaf)
-            if find_slot(slot_base, slot_end, frame, np.int64(1) << sh) < 0:
+            if find_slot_call(slot_base, slot_end, frame, np.int64(1) << sh) < 0:
                 info |= M_CHECK
     elif f == F_PF:
         info = (MK_PF | (lvl << M_LEVEL) | (refs << M_REFS) | ((ec & PF_P) << M_P)

@@ -13,7 +13,7 @@ import numba as _numba
 import numpy as np
 
 from ._jit import jit_nrt_free as jit
-from ._jit import jit_walker
+from ._jit import jit_nrt_free, jit_walker
 
 
 @jit_walker
@@ -146,7 +146,7 @@ def load_entry(ptr, size):
     return load_u32(ptr)
 
 
-@jit_walker
+@jit_nrt_free
 def host_addr(slot_base, slot_end, slot_ptr, addr, size):
     """The host address of ``[addr, addr + size)`` if one memslot holds it all, else -1
     (host addresses of user memory are positive)."""
@@ -175,3 +175,12 @@ def write_ptr(slot_base, slot_end, slot_ptr, addr, size, value):
     else:
         store_u32(p, value)
     return True
+
+
+
+@jit_nrt_free
+def find_slot_call(slot_base, slot_end, addr, n):
+    """:func:`find_slot` as a call, for cold paths (paging off, PAE PDPTEs, a large
+    page's frame check): every inlined copy costs Numba's inliner a copy of its IR at
+    compile time, and LLVM still inlines this call where that pays."""
+    return find_slot(slot_base, slot_end, addr, n)

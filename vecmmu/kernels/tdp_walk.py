@@ -8,7 +8,7 @@ views or narrows without a strided copy.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, jit_walker
+from ._jit import jit, jit_nrt_free
 from .cpu_walk import _memo_row, _memo_tag, part_bounds
 from .physmem import find_slot
 from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
@@ -41,7 +41,7 @@ _FAULT, _STAGE, _LEAF, _GPA, _HPA = (NESTED_COLS.index(c) for c in
                                      ("fault", "stage", "leaf_level", "gpa", "hpa"))
 
 
-@jit_walker
+@jit_nrt_free
 def _nmemo_row(tag, a, set_mask):
     """Way 0 of the set of (tag, access flags): the 1-D memo's hash of the tag with the
     flags mixed into its page bits, so one page's kinds of access go to different sets."""

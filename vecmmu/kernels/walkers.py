@@ -25,8 +25,8 @@ Tuples passed around:
 import numpy as np
 
 from ._jit import jit_nrt_free as jit
-from ._jit import jit_walker
-from .physmem import find_slot, load_entry
+from ._jit import jit_nrt_free, jit_walker
+from .physmem import find_slot, find_slot_call, load_entry
 
 # Fault classes (vecmmu.bits.Fault)
 F_NONE = 0
@@ -95,7 +95,7 @@ D_BIT = 1 << 6
 EPT_XU = 1 << 10
 
 
-@jit_walker
+@jit_nrt_free
 def access_pfec(write, fetch, user):
     """The W, U and F bits of an access's page-fault error code (the permission-table row
     is this >> 1). ``user``: a user-mode access (for EPT with MBEC, a user-mode linear
@@ -110,7 +110,7 @@ def access_pfec(write, fetch, user):
     return pfec
 
 
-@jit_walker
+@jit_nrt_free
 def access_ec(af, fflags):
     """``(pfec, ec_acc)`` of an access flag word: the permission-table bits (W, U, F; row =
     pfec >> 1) and the error-code bits every #PF of this access carries (W, U, and I/D only
@@ -124,7 +124,7 @@ def access_ec(af, fflags):
     return pfec, ec_acc
 
 
-@jit_walker
+@jit_nrt_free
 def leaf_fault(af, pfec, ec_acc, acc, pkey, pkru, pkru_mask, perms):
     """``(fault, error_code)`` of an access at a reached leaf with rights ``acc`` and
     protection key ``pkey`` (KVM: ``permission_fault``): the permission bitmask table row
@@ -142,7 +142,7 @@ def leaf_fault(af, pfec, ec_acc, acc, pkey, pkru, pkru_mask, perms):
     return fault, ec
 
 
-@jit_walker
+@jit_nrt_free
 def leaf_frame(pte, addr_mask, page_shift, pse36_mask, level):
     """The physical base of the page a leaf entry maps (PSE-36 bits for a 32-bit 4 MiB
     page)."""
@@ -346,7 +346,8 @@ def _make_walk_x86(NESTED):
                             gpa, thpa, fg, tsh, tacc)
                 return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero,
                         refs, gpa, thpa, zero, tsh, tacc)
-            if check_final and (wopts & W_CHECK_FINAL) != 0 and find_slot(slot_base, slot_end, gpa, 1) < 0:
+            if (check_final and (wopts & W_CHECK_FINAL) != 0
+                    and find_slot_call(slot_base, slot_end, gpa, 1) < 0):
                 return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, zero, zero, acc, zero,
                         zero, gpa, gpa, zero, zero, zero)
             return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero, zero,
@@ -382,7 +383,7 @@ def _make_walk_x86(NESTED):
                         return (tf, tec, tq, S_TABLE, tl, np.int64(3), tea, tev, zero, zero, zero, zero,
                                 refs, zero, zero, fg, zero, zero)
                     phys = thpa
-                k = find_slot(slot_base, slot_end, phys, 8)
+                k = find_slot_call(slot_base, slot_end, phys, 8)
                 if k < 0:
                     if (wopts & W_KVM_UNBACKED) != 0:
                         return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
