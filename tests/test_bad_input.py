@@ -76,6 +76,18 @@ def test_wrong_batches(walk):
         walk.translate([0], asid=5)
     with pytest.raises(ValueError, match="ad must be"):
         walk.translate([0], ad="later")
+    for chunk in (0, -5):
+        with pytest.raises(ValueError, match="chunk must be a positive number"):
+            walk.translate([0], chunk=chunk)
+
+
+def test_chunk_is_checked_for_every_kind_of_walk():
+    from vecmmu import CpuRole, EptRole, NestedGuest
+    g = NestedGuest(CpuRole.for_mode("4level", maxphyaddr=46), EptRole(), guest_ram=1 << 22)
+    g.guest.map(0x400000, 0x1000)
+    for w in (g.walker(), g.tdp_walker()):
+        with pytest.raises(ValueError, match="chunk must be a positive number"):
+            w.translate([0x400000], chunk=0)
 
 
 # -- registers ---------------------------------------------------------------------------------

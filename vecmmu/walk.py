@@ -86,6 +86,13 @@ def _num_threads(threads):
         numba.set_num_threads(old)
 
 
+def _parts(n: int, unit: int) -> int:
+    """Parallel parts of a batch of ``n`` accesses: one per thread, but no more than there
+    are ranges of ``unit`` (a small batch on one thread: waking another costs more than its
+    walks). Results never depend on it."""
+    return max(1, min(numba.get_num_threads(), -(-n // unit)))
+
+
 class _WalkMemo:
     """The buffer of the kernels' walk memo (kernels/cpu_walk.py), kept by a walker between
     calls: each call takes a new epoch instead of clearing it. One call at a time uses it;
@@ -369,6 +376,8 @@ class PageWalk:
         n_in = acc.shape[0]
         if ad not in (None, "trace", "snapshot"):
             raise ValueError(f"ad must be None, 'trace' or 'snapshot', not {ad!r}")
+        if int(chunk) <= 0:
+            raise ValueError(f"chunk must be a positive number of accesses, not {chunk!r}")
         if order not in ("input", "grouped"):
             raise ValueError(f"order must be 'input' or 'grouped', not {order!r}")
         if order == "grouped" and ad == "trace":
@@ -434,9 +443,7 @@ class PageWalk:
 
     def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch, memo):
         n = sel.shape[0]
-        if chunk <= 0:
-            raise ValueError("chunk must be positive")
-        parts = numba.get_num_threads()
+        parts = _parts(min(n, chunk), K.SUPER)
         use_memo = (memo and tr is None and ad is None and self.role.paging
                     and len(self.cr3) <= 4096)               # the asid sits in a tag's bits 11:0
         if use_memo:
@@ -514,9 +521,7 @@ class PageWalk:
 
     def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name, memo):
         n = af.shape[0]
-        if chunk <= 0:
-            raise ValueError("chunk must be positive")
-        parts = numba.get_num_threads()
+        parts = _parts(min(n, chunk), KT.ITEM)
         if memo and not trace and len(self.cr3) <= 4096:     # the asid sits in a tag's bits 11:0
             with self._memo.take(n, parts, KT.NM_W, _WalkMemo.NESTED_SETS) as (buf, epoch):
                 return self._run_nested_chunks(cols, af, asids, pk, trace, chunk, progress,
@@ -568,7 +573,7 @@ class PageWalk:
                else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
         memt = self.mem.slot_pointers()
         addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
-        parts = numba.get_num_threads()
+        parts = _parts(min(n, chunk), KT.ITEM)
         prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
