@@ -517,7 +517,9 @@ class PageWalk:
     def _tdp_args(self):
         t = self.tdp if self.kind == "nested" else self
         f = t.format
-        return (t._fp, f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts)
+        # the last: None for EPT, True for NPT (a type: only that walker is compiled)
+        npt = np.bool_(True) if t.kind == "npt" else None
+        return (t._fp, f.rsvd_table(), f.perm_table(), np.int64(t._roots[0]), t._wopts, npt)
 
     def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name, memo):
         n = af.shape[0]

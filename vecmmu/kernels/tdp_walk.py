@@ -50,7 +50,7 @@ def _nmemo_row(tag, a, set_mask):
 
 @jit
 def tdp_translate_batch(t, parts, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms,
-                        tdp_root, tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val):
+                        tdp_root, tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val):
     """Translate ``gpa[i]`` through the TDP for every i of part ``t`` of ``parts``.
     ``af``: access flags (write, fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET);
     ``table[i]``: a guest paging-structure access; ``guest_acc``: guest rights for
@@ -58,17 +58,17 @@ def tdp_translate_batch(t, parts, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, t
     plo, phi = part_bounds(gpa.shape[0], parts, t, ITEM)
     for s in range(plo, phi, ITEM):
         _tdp_range(s, min(phi, s + ITEM), gpa, af, table, guest_acc, tdp_fp, tdp_rsvd,
-                   tdp_perms, tdp_root, tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val)
+                   tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val)
 
 
 @jit_nrt_free
 def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
-               tdp_wopts, mem, out, do_trace, ttr_addr, ttr_val):
+               tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val):
     """Accesses ``lo..hi`` of :func:`tdp_translate_batch`."""
     n = gpa.shape[0]
     per_table = table.shape[0] == n and n > 1
     per_gacc = guest_acc.shape[0] == n and n > 1
-    tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts)
+    tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt)
     ttr = (do_trace, ttr_addr, ttr_val)
     for i in range(lo, hi):
         a = af[i]
@@ -82,7 +82,7 @@ def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, t
 
 @jit
 def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
-                     tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
+                     tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """The 2-D walk, part ``t``: every guest table access and the final GPA through the
     TDP. ``tr_*``: guest trace ``(n, 5)``; ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest
@@ -93,19 +93,19 @@ def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wo
     plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, ITEM)
     for s in range(plo, phi, ITEM):
         _nested_range(s, min(phi, s + ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
-                      perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
+                      perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
                       do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m, epoch)
 
 
 @jit_nrt_free
 def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
-                  tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, mem, out,
+                  tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
                   do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """Accesses ``lo..hi`` of :func:`nested_translate`."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
-    tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts)
+    tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt)
     ttr = (do_trace, ttr_addr, ttr_val)
     slot_base, slot_end, _ = mem
     use_memo = memo.shape[0] >= 2 and not do_trace

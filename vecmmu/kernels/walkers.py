@@ -216,11 +216,22 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
     return F_NONE, prot & (7 | EPT_XU), zero, ea, pte, level, page_shift, acc, refs, hpa
 
 
-@jit
+@jit_walker
 def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr, tr_i, tr_row,
                   check_final):
+    """:func:`_tdp_translate` with ``npt`` from the TDP tuple ``tdp = (fp, rsvd, perms,
+    root, wopts, npt)``."""
+    return _tdp_translate(tdp, tdp[5], gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
+                          tr_i, tr_row, check_final)
+
+
+@jit
+def _tdp_translate(tdp, npt, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr, tr_i,
+                   tr_row, check_final):
     """One GPA of a 2-D walk through the TDP (KVM: ``translate_nested_gpa`` + the nested
-    walker). ``table``: a guest paging-structure access (else the final GPA);
+    walker). ``npt``: None for EPT, True for NPT: a type, so Numba compiles only the
+    walker of its kind (an EPT guest does not compile the x86 walker of the NPT side).
+    ``table``: a guest paging-structure access (else the final GPA);
     ``user_mode``: the access is user-mode for MBEC (EPT: the guest walk's U/S) or made
     at CPL 3 (NPT with GMET); ``guest_acc``: the guest walk's rights, for advanced
     VM-exit information. ``ttr = (do_trace, addr, val)``: the TDP trace.
@@ -229,12 +240,12 @@ def tdp_translate(tdp, gpa, table, write, fetch, user_mode, guest_acc, mem, ttr,
     Returns ``(fault, error_code, exit_qual, level, entry_addr, entry_value, leaf_level,
     page_shift, acc, refs, hpa)``.
     """
-    fp, rsvd, perms, root, wopts = tdp
+    fp, rsvd, perms, root, wopts, _ = tdp
     do_trace, tr_addr, tr_val = ttr
     fflags = fp[5]
     kvm = (fflags & FMT_KVM) != 0
     zero = np.int64(0)
-    if (fflags & FMT_EPT) != 0:
+    if npt is None:
         if table:
             w = kvm or (fflags & FMT_EPT_AD) != 0         # K1: KVM always writes; EPT A/D: writes
             f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
@@ -531,7 +542,7 @@ def _ad_write_checked(tdp):
 def tdp_translate_write(tdp, gpa, mem, ttr):
     """The EPT check of a guest A/D-flag write to ``gpa`` (a locked read-modify-write:
     qualification bits 0 and 1, R3). Not counted as references (R12)."""
-    fp, rsvd, perms, root, wopts = tdp
+    fp, rsvd, perms, root, wopts, _ = tdp
     zero = np.int64(0)
     f, prot, lvl, ea, ev, leaf, sh, acc, refs, hpa = walk_ept(
         gpa, _T, _F, _F, fp, rsvd, perms, root, wopts, _F, mem,
