@@ -1,4 +1,6 @@
 """PageFormat generators and CpuRole decoding, with hand-worked values."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,46 @@ def test_formats_are_data_not_code():
         mmu.map(0x1000, 0x1000)
         mmu.walker().translate(np.array([0x1000], dtype=np.uint64))
         assert len(K.cpu_translate.signatures) == seen, mode
+
+
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
+                    reason="about compiled signatures; nothing is compiled with the JIT off")
+def test_tdp_formats_are_data_and_the_tdp_kind_is_a_type():
+    """EPT formats (levels, A/D, MBEC, execute-only, huge pages, KVM semantics) never
+    compile a new 2-D or TDP kernel; NPT compiles its own once (the TDP tuple carries
+    EPT/NPT as a type, so an EPT guest never compiles the NPT side's x86 walker), and NPT
+    variants then add nothing either."""
+    from vecmmu import EptRole, NestedGuest, NptRole
+    from vecmmu.kernels import tdp_walk as KT
+
+    def run(tdp_role, semantics="hardware"):
+        g = NestedGuest(CpuRole.for_mode("4level", maxphyaddr=40), tdp_role, guest_ram=1 << 22,
+                        tdp_page_size=4096)
+        g.guest.map(0x400000, 0x1000, user=True)
+        r = g.walker(semantics=semantics).translate([0x400000, 0x500000], "read", user=True)
+        assert list(r.fault[:1]) == [0]
+        g.tdp_walker(semantics=semantics).translate([0x1000], "read")
+
+    kernels = (KT.nested_translate, KT.tdp_translate_batch)
+    at = [list(inspect.signature(k.py_func).parameters).index("tdp_npt") for k in kernels]
+
+    def sigs():
+        return [set(k.signatures) for k in kernels]
+
+    def npt_types(new):
+        return {str(sig[i]) for sigset, i in zip(new, at) for sig in sigset}
+
+    for roles, npt_type in (
+            ([(EptRole(), "hardware"), (EptRole(levels=5), "hardware"), (EptRole(ad=True), "hardware"),
+              (EptRole(mbec=True, execonly=False), "hardware"), (EptRole(huge_level=1), "hardware"),
+              (EptRole(mbec=True), "kvm")], "none"),
+            ([(NptRole(), "hardware"), (NptRole(gmet=True), "hardware"),
+              (NptRole(nxe=False), "kvm")], "bool")):
+        before = sigs()
+        run(*roles[0])
+        first = sigs()
+        assert npt_types([f - b for f, b in zip(first, before)]) <= {npt_type}
+        assert npt_type in npt_types(first)
+        for role, semantics in roles[1:]:
+            run(role, semantics)
+            assert sigs() == first, (role, semantics)
