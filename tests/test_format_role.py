@@ -206,3 +206,38 @@ def test_tdp_formats_are_data_and_the_tdp_kind_is_a_type():
         for role, semantics in roles[1:]:
             run(role, semantics)
             assert sigs() == first, (role, semantics)
+
+
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
+                    reason="about compiled signatures; nothing is compiled with the JIT off")
+def test_batch_size_and_chunking_compile_nothing_new():
+    """A batch of one access, a last chunk of one, chunked 2-D and TDP walks, explain():
+    each used to compile its kernel again (a one-element field view is contiguous to
+    Numba; a column slice of the 2-D result matrix is strided)."""
+    from vecmmu import EptRole, Mmu, NestedGuest
+    from vecmmu.kernels import cpu_walk as K
+    from vecmmu.kernels import tdp_walk as KT
+    kernels = (K.cpu_translate, KT.nested_translate, KT.tdp_translate_batch)
+
+    def sigs():
+        return [set(k.signatures) for k in kernels]
+
+    mmu = Mmu.for_mode("4level", ram_size=1 << 22)
+    mmu.map(0x400000, 0x4000, user=True)
+    g = NestedGuest(CpuRole.for_mode("4level", maxphyaddr=40), EptRole(), guest_ram=1 << 22,
+                    tdp_page_size=4096)
+    g.guest.map(0x400000, 0x4000, user=True)
+    w, n2, t2 = mmu.walker(), g.walker(), g.tdp_walker()
+    a = 0x400000 + np.arange(10, dtype=np.uint64) * 0x800
+    want = [x.translate(a).fault.copy() for x in (w, n2)] + [t2.translate([0x1000, 0x2000]).fault]
+    before = sigs()
+    assert list(w.translate(a[:1]).fault) == list(want[0][:1])
+    assert list(w.translate(a[:1], trace=True, ad="trace").fault) == list(want[0][:1])
+    for chunk in (1, 3, 9):                      # last chunks of 1 (chunk 3 and 9 over 10)
+        assert np.array_equal(w.translate(a, chunk=chunk).fault, want[0])
+        assert np.array_equal(w.translate(a, chunk=chunk, order="grouped").fault, want[0])
+        assert np.array_equal(n2.translate(a, chunk=chunk).fault, want[1])
+        assert np.array_equal(t2.translate([0x1000, 0x2000], chunk=1).fault, want[2])
+    w.explain(0x400000)
+    n2.translate(a[:1])
+    assert sigs() == before

@@ -432,9 +432,21 @@ class PageWalk:
                   | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
         with _num_threads(threads):
             if self.kind == "cpu":
-                tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
-                self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
+                # Numba types a field view of one access as contiguous ('C'), where longer
+                # batches give strided ('A') views: a second compile of the walk kernel
+                # (seconds) just for one address. One access is walked twice instead (the
+                # same walk; A/D flags it sets are set again), and row 0 is kept.
+                k = 2 if n == 1 else n
+                tr = (np.full((k, 5), -1, np.int64), np.zeros((k, 5), np.int64)) if trace else None
+                out = {}
+                if n == 1:
+                    sel = np.repeat(sel, 2)
+                    af = None if af is None else np.repeat(af, 2)
+                self._run(out, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
                           bool(prefetch), bool(memo))
+                cols.update((c, v[:n]) for c, v in out.items())
+                if tr is not None:
+                    tr = (tr[0][:n], tr[1][:n])
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name,
@@ -476,13 +488,17 @@ class PageWalk:
         need_trace = tr is not None or ad is not None
         dummy = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
         grouped = order == "grouped"
-        m = min(n, chunk) if grouped else 1             # grouped: the kernel's scratch
+        # chunks of at least two accesses: the field views of a single access are
+        # contiguous, a kernel signature of their own (translate() pads a batch of one)
+        bounds = list(range(0, n, max(2, chunk))) + [n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
+        m = max(np.diff(bounds), default=1) if grouped else 1    # grouped: the kernel's scratch
         g_order, g_inv, g_rec = np.empty(m, np.int64), np.empty(m, np.int64), np.empty((m, 5), np.int64)
         prog = _Progress(n, "translating", progress)
         passes = 2 if ad == "snapshot" else 1
         for p in range(passes):
-            for lo in range(0, n, chunk):
-                hi = min(n, lo + chunk)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
                 if tr is not None and p == 0:
                     t = (tr[0][lo:hi], tr[1][lo:hi])
                 elif need_trace:
@@ -552,7 +568,7 @@ class PageWalk:
             t = (tr[0][lo:hi], tr[1][lo:hi], ttr[0][lo:hi], ttr[1][lo:hi]) if trace else (*tr, *ttr)
             run_parts(KT.nested_translate, memo.shape[0], addr_i[lo:hi], af[lo:hi], a, k,
                       self._roots, self._pdptes_i, self._fp, f.rsvd_table(), f.perm_table(),
-                      self._wopts, *targs, memt, out[:, lo:hi], trace, *t, memo, epoch)
+                      self._wopts, *targs, memt, out, lo, trace, *t, memo, epoch)
             prog.update(hi)
         prog.close()
         _nested_columns(cols, out)
@@ -583,7 +599,7 @@ class PageWalk:
             ga = gacc[lo:hi] if gacc.shape[0] == n and n > 1 else gacc
             t = (ttr[0][lo:hi], ttr[1][lo:hi]) if trace else ttr
             run_parts(KT.tdp_translate_batch, parts, parts, addr_i[lo:hi], af[lo:hi], tb, ga,
-                      *self._tdp_args(), memt, out[:, lo:hi], trace, *t)
+                      *self._tdp_args(), memt, out, lo, trace, *t)
             prog.update(hi)
         prog.close()
         for j, name in enumerate(KT.TDP_COLS):

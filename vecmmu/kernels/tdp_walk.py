@@ -2,9 +2,11 @@
 two-dimensional walk (a ``cpu_walk`` stacked on a ``tdp_walk``).
 
 Both are the driver of one part of a batch, which :func:`vecmmu.kernels._jit.run_parts`
-runs on one thread per part. Both write an int64 result matrix with one row per field (``TDP_COLS`` / ``NESTED_COLS``)
-and one column per access, so every field is a contiguous array that :mod:`vecmmu.walk`
-views or narrows without a strided copy.
+runs on one thread per part. Both write an int64 result matrix with one row per field
+(``TDP_COLS`` / ``NESTED_COLS``) and one column per access, so every field is a contiguous
+array that :mod:`vecmmu.walk` views or narrows without a strided copy. A chunk of a batch
+writes columns ``out_lo`` on of the whole matrix: a column slice would be a strided
+array, and a second compile of the kernel.
 """
 import numpy as np
 
@@ -50,20 +52,23 @@ def _nmemo_row(tag, a, set_mask):
 
 @jit
 def tdp_translate_batch(t, parts, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms,
-                        tdp_root, tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val):
-    """Translate ``gpa[i]`` through the TDP for every i of part ``t`` of ``parts``.
+                        tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo, do_trace, ttr_addr,
+                        ttr_val):
+    """Translate ``gpa[i]`` through the TDP for every i of part ``t`` of ``parts``, into
+    column ``out_lo + i`` of ``out``.
     ``af``: access flags (write, fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET);
     ``table[i]``: a guest paging-structure access; ``guest_acc``: guest rights for
     advanced exit information."""
     plo, phi = part_bounds(gpa.shape[0], parts, t, ITEM)
     for s in range(plo, phi, ITEM):
         _tdp_range(s, min(phi, s + ITEM), gpa, af, table, guest_acc, tdp_fp, tdp_rsvd,
-                   tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val)
+                   tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo, do_trace, ttr_addr,
+                   ttr_val)
 
 
 @jit_nrt_free
 def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, tdp_root,
-               tdp_wopts, tdp_npt, mem, out, do_trace, ttr_addr, ttr_val):
+               tdp_wopts, tdp_npt, mem, out, out_lo, do_trace, ttr_addr, ttr_val):
     """Accesses ``lo..hi`` of :func:`tdp_translate_batch`."""
     n = gpa.shape[0]
     per_table = table.shape[0] == n and n > 1
@@ -77,29 +82,31 @@ def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, t
         r = tdp_translate(tdp, gpa[i], t != 0, (a & AF_WRITE) != 0, (a & AF_FETCH) != 0,
                           (a & AF_USER) != 0, g, mem, ttr, i, 0, True)
         for c in range(11):
-            out[c, i] = r[c]
+            out[c, out_lo + i] = r[c]
 
 
 @jit
 def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
-                     tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
+                     tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo,
                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """The 2-D walk, part ``t``: every guest table access and the final GPA through the
-    TDP. ``tr_*``: guest trace ``(n, 5)``; ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest
-    level - 1, or 5 for the final GPA). ``memo`` ``(parts, rows, NM_W)``: the work is
-    split into ``parts`` contiguous parts, each with its own 2-D walk memo (``rows`` of 0:
-    none); ``epoch`` (>= 1) marks this call's entries."""
+    TDP, access i into column ``out_lo + i`` of ``out``. ``tr_*``: guest trace ``(n, 5)``;
+    ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest level - 1, or 5 for the final GPA).
+    ``memo`` ``(parts, rows, NM_W)``: the work is split into ``parts`` contiguous parts,
+    each with its own 2-D walk memo (``rows`` of 0: none); ``epoch`` (>= 1) marks this
+    call's entries."""
     m = memo[t]
     plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, ITEM)
     for s in range(plo, phi, ITEM):
         _nested_range(s, min(phi, s + ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
-                      perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
+                      perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt,
+                      mem, out, out_lo,
                       do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m, epoch)
 
 
 @jit_nrt_free
 def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
-                  tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out,
+                  tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo,
                   do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
     """Accesses ``lo..hi`` of :func:`nested_translate`."""
     n = addr.shape[0]
@@ -136,15 +143,15 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
                 hpa = (memo[hit, NM_RES + _HPA] & ~np.int64(0xFFF)) | (va & 0xFFF)
                 if not (ok_final and check_final and find_slot(slot_base, slot_end, hpa, 1) < 0):
                     for c in range(18):
-                        out[c, i] = memo[hit, NM_RES + c]
+                        out[c, out_lo + i] = memo[hit, NM_RES + c]
                     if ok_final:
-                        out[_GPA, i] = gpa
-                        out[_HPA, i] = hpa
+                        out[_GPA, out_lo + i] = gpa
+                        out[_HPA, out_lo + i] = hpa
                     continue
         r = walk_x86_nested(i, va, afi, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
                             mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
         for c in range(18):
-            out[c, i] = r[c]
+            out[c, out_lo + i] = r[c]
         # kept: success, guest #PF, a TDP fault on a table access before the leaf
         if use_memo and (r[_FAULT] == F_NONE or (r[_FAULT] == F_PF and r[_STAGE] == S_GUEST)
                          or (r[_STAGE] == S_TABLE and r[_LEAF] == 0)):
