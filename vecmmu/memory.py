@@ -9,7 +9,7 @@ walk reads 32-bit guest tables and 64-bit EPT entries from the same memory.
 An address outside every slot is *unbacked*: the walkers report it with the status
 ``Fault.UNBACKED`` (address and level) instead of reading anything.
 
-Kernels never see this class; :meth:`PhysMem.kernel_args` hands them plain arrays.
+Kernels never see this class; :meth:`PhysMem.slot_pointers` hands them plain arrays.
 """
 from __future__ import annotations
 
@@ -61,13 +61,12 @@ class PhysMem:
     def __init__(self):
         self.backings: list[np.ndarray] = []
         self.slots: list[Memslot] = []
-        self._kargs = None
         self._ptrs = None
 
     def __getstate__(self):
         # the cached kernel views hold host pointers: meaningless in another process
         state = dict(self.__dict__)
-        state["_kargs"] = state["_ptrs"] = None
+        state["_ptrs"] = None
         return state
 
     # -- construction ----------------------------------------------------------------------
@@ -133,7 +132,6 @@ class PhysMem:
         slot = Memslot(base, size, bidx, offset, name, bool(writable))
         self.slots.append(slot)
         self.slots.sort(key=lambda s: s.base)
-        self._kargs = None
         self._ptrs = None
         return slot
 
@@ -205,19 +203,3 @@ class PhysMem:
                          dtype=np.int64),
             )
         return self._ptrs
-
-    def kernel_args(self):
-        """``(slot_base, slot_end, slot_backing, slot_offset, slot_writable, backings)``:
-        sorted slot columns and a tuple of uint8 backings, as the kernels take them."""
-        if not self.slots:
-            raise ValueError("PhysMem has no memslots; add one with add_slot() or PhysMem.zeros()")
-        if self._kargs is None:
-            self._kargs = (
-                np.array([s.base for s in self.slots], dtype=np.uint64),
-                np.array([s.end for s in self.slots], dtype=np.uint64),
-                np.array([s.backing for s in self.slots], dtype=np.int64),
-                np.array([s.offset for s in self.slots], dtype=np.int64),
-                np.array([s.writable for s in self.slots], dtype=np.uint8),
-                tuple(self.backings),
-            )
-        return self._kargs

@@ -214,8 +214,7 @@ def list_mappings(walk, asid: int = 0, *, merge: str = "attrs", enc_mask: int = 
     if not use_pd and not walk.mem.is_backed(root, 4096):
         raise ValueError(f"the root table at {root:#x} (CR3={walk.cr3[asid]:#x}) is not in memory "
                          f"({walk.mem.describe()})")
-    sb, se, sbk, so, _w, backings = walk.mem.kernel_args()
-    slot_args = (sb.view(np.int64), se.view(np.int64), sbk, so, backings)
+    slot_args = walk.mem.slot_pointers()       # host addresses: one signature for any memslots
     rsvd = fmt.rsvd_table()
     params = [np.int64(np.uint64(_fmt_field(fmt, f)).view(np.int64)) if _fmt_field(fmt, f) >= 1 << 63
               else np.int64(_fmt_field(fmt, f))

@@ -514,7 +514,7 @@ def _variant_params(R: WalkRecord, v: Variant, ov_lo: int, ov_hi: int, segs_fn):
         vp[KD.VP_TFLAGS] = int(tf.flags) | (KD.FMT_EXECONLY if getattr(w.tdp.role, "execonly", True)
                                             else 0)
         vp[KD.VP_TROOT] = int(tf.root_level)
-        tperms = np.asarray(tf.permissions, np.uint16)
+        tperms = np.array(tf.permissions, np.uint16)   # writable, as the zeros above: one kernel type
     vp[KD.VP_KVM] = int(w.semantics == "kvm")
     from ..walk import PageWalk
     vwalker = PageWalk(role, w.mem, w.cr3, pdptes=w.pdptes if _pdpte_regs(w) else None,

@@ -19,7 +19,7 @@ sign extension (so they are monotonic); the caller sign-extends.
 import numpy as np
 
 from ._jit import jit
-from .physmem import find_slot, load_le
+from .physmem import find_slot, load_entry
 
 # status
 SC_DONE = 0
@@ -45,7 +45,7 @@ AN_UNBACKED_ENTRY = 3    # one entry of a partly backed table is outside every m
 def scan_tables(root, root_level, pte_size, index_bits, va_bits, leaf_levels, addr_mask,
                 nx_flip, exec_force, pse36_mask, pdptes, use_pdptes, rsvd, enc_mask, merge_pa,
                 budget, va_lo, va_hi,
-                slot_base, slot_end, slot_backing, slot_offset, backings,
+                slot_base, slot_end, slot_ptr,
                 r_va, r_end, r_pa, r_pages, r_shift, r_level, r_acc, r_pkey, r_flags,
                 a_va, a_level, a_addr, a_value, a_kind):
     """Scan the hierarchy under ``root`` for raw virtual addresses in ``[va_lo, va_hi)``.
@@ -133,7 +133,7 @@ def scan_tables(root, root_level, pte_size, index_bits, va_bits, leaf_levels, ad
                     n_a += 1
                     idx[level] += 1
                     continue
-            e = load_le(backings[slot_backing[k]], slot_offset[k] + (ea - slot_base[k]), pte_size)
+            e = load_entry(slot_ptr[k] + (ea - slot_base[k]), pte_size)
             reads += 1
         e &= keep
         if (e & 1) == 0:
