@@ -241,3 +241,32 @@ def test_batch_size_and_chunking_compile_nothing_new():
     w.explain(0x400000)
     n2.translate(a[:1])
     assert sigs() == before
+
+
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
+                    reason="about compiled signatures; nothing is compiled with the JIT off")
+def test_memslot_layout_compiles_nothing_new():
+    """list_mappings and translate over one writable memslot, over several, and over a
+    read-only copy of the memory (as a memmapped dump is): one kernel signature."""
+    from vecmmu import Mmu
+    from vecmmu.analysis.mappings import list_mappings
+    from vecmmu.kernels import cpu_walk as K
+    from vecmmu.kernels import scan as KS
+    mmu = Mmu.for_mode("4level", ram_size=1 << 22)
+    mmu.map(0x400000, 0x3000, user=True)
+    want = list_mappings(mmu.walker()).to_frame()
+    mmu.walker().translate([0x400000, 0x401000])
+    before = (set(KS.scan_tables.signatures), set(K.cpu_translate.signatures))
+    ram = mmu.mem.backings[0]
+    half = ram.shape[0] // 2
+    split, ro = PhysMem(), PhysMem()
+    split.add_slot(0, ram[:half].copy())
+    split.add_slot(half, ram[half:].copy())
+    frozen = ram.copy()
+    frozen.flags.writeable = False
+    ro.add_slot(0, frozen)
+    for mem in (split, ro):
+        w = PageWalk(mmu.role, mem, mmu.cr3())
+        assert list_mappings(w).to_frame().equals(want)
+        assert list(w.translate([0x400000, 0x401000, 0x500000]).fault) == [0, 0, 1]
+    assert (set(KS.scan_tables.signatures), set(K.cpu_translate.signatures)) == before
