@@ -28,8 +28,8 @@ the summaries never need them.
 
 Speed: a record is walked in chunks and keeps only the narrow columns above (a few bytes
 per access; 2-D records also the final GPA); the decision kernel
-(:func:`vecmmu.kernels.decide.decide_sweep`) is a prange over accesses with the variants
-in the inner loop, writing the (n, K) u1 fault matrix (and the stage matrix for 2-D
+(:func:`vecmmu.kernels.decide.decide_sweep`) runs over accesses in parallel parts with the
+variants in the inner loop, writing the (n, K) u1 fault matrix (and the stage matrix for 2-D
 walks; 1-D walks have no stages, and theirs stays untouched zero pages). A variant's
 full result walks the record's batch once more (every column) and re-decides it.
 
@@ -45,10 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..access import ACCESS_DTYPE, as_accesses
+from ..access import ACCESS_DTYPE, _parts, as_accesses
 from ..bits import FAULT_NAMES, Fault
 from ..format import FMT_PFERR_FETCH, PageFormat
 from ..kernels import decide as KD
+from ..kernels._jit import run_parts
 from ..kernels.tdp_walk import NESTED_COLS
 from ..result import COLUMNS, STAGE_CATEGORIES, Translation
 from . import overlay as OV
@@ -303,8 +304,10 @@ class WalkRecord:
         else:
             extra = (_ONE_U1, c["leaf_level"], c["acc"], c["pkey"], _ONE_U1, _ONE_I8, _ONE_U1,
                      _ONE_U1)
-        KD.decide_sweep(c["fault"], *extra, self.acc_bytes, *_FLAG_OFFSETS, self.nested,
-                        vps, perms, tperms, ov, kcols, fault, stage, write_stage)
+        parts = _parts(c["fault"].shape[0])
+        run_parts(KD.decide_sweep, parts, parts, c["fault"], *extra, self.acc_bytes,
+                  *_FLAG_OFFSETS, self.nested, vps, perms, tperms, ov, kcols, fault, stage,
+                  write_stage)
 
 
 def _cat(arrays):
@@ -464,9 +467,10 @@ class WhatIf:
         p = self.plan[variant]
         out = np.empty((R.n, KD.N_REC), np.int64)
         need = np.empty(R.n, np.int8)
-        KD.decide_full(R.rec, R.flags("kind"), R.flags("user"), R.flags("ac"),
-                       R.flags("implicit"), p["vp"], p["perms"], p["tperms"],
-                       p["ov"], out, need)
+        parts = _parts(R.n)
+        run_parts(KD.decide_full, parts, parts, R.rec, R.flags("kind"), R.flags("user"),
+                  R.flags("ac"), R.flags("implicit"), p["vp"], p["perms"], p["tperms"], p["ov"],
+                  out, need)
         full = R.full()
         cols = {k2: full[k2] for k2 in ("access", "part", "addr", "asid", "kind", "user")}
         names = NESTED_COLS if self.nested else [c for c in COLUMNS if c in NESTED_COLS]

@@ -17,7 +17,7 @@ permission-table row and the variant's overlay segments.
 """
 import numpy as np
 
-from ._jit import jit_walker, pjit, prange
+from ._jit import jit, jit_walker
 from .walkers import AF_AC, AF_IMPLICIT, access_pfec, leaf_fault
 
 # record columns (NESTED_COLS order)
@@ -236,8 +236,8 @@ def overlay_class(f, st, flevel, tshift, tacc_rec, gpa, acc, write, fetch, tflag
     return f, st
 
 
-@pjit
-def decide_sweep(fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb, o_kind, o_user,
+@jit
+def decide_sweep(t, parts, fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb, o_kind, o_user,
                  o_ac, o_imp, nested, vps, perms, tperms, ov, kcols, o_fault, o_stage,
                  write_stage):
     """Fault class (and stage) of every record row under every variant of one record.
@@ -250,12 +250,13 @@ def decide_sweep(fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb,
     (K, 16) u16, ``ov`` (S, 3) int64 overlay segments ``(start, end, acc_mask)`` of all
     variants (variant k owns rows ``vps[k, VP_OV_LO]:vps[k, VP_OV_HI]``). Variant k
     writes column ``kcols[k]`` of ``o_fault`` (n, K_all) (and of ``o_stage`` when
-    ``write_stage``). A prange over rows; the variants are the inner loop, so each row's
-    record is read once and its K classes are written side by side.
+    ``write_stage``). Rows of part ``t`` of ``parts`` (:func:`vecmmu.kernels._jit.run_parts`
+    runs one per thread); the variants are the inner loop, so each row's record is read
+    once and its K classes are written side by side.
     """
     n = fault.shape[0]
     nk = vps.shape[0]
-    for i in prange(n):
+    for i in range(t * n // parts, (t + 1) * n // parts):
         f = np.int64(fault[i])
         st = np.int64(stage[i]) if nested else np.int64(0)
         if leaf[i] == 0:               # the guest walk stopped before its leaf: settings-free
@@ -301,11 +302,11 @@ def decide_sweep(fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb,
                 o_stage[i, c] = os
 
 
-@pjit
-def decide_full(rec, kind, user, ac, implicit, vp, perms, tperms, ov, out, need):
-    """Every result column of every row under one variant (``out`` (n, 18)), and the
-    rows a full result must complete (``need``)."""
+@jit
+def decide_full(t, parts, rec, kind, user, ac, implicit, vp, perms, tperms, ov, out, need):
+    """Every result column of every row of part ``t`` of ``parts`` under one variant
+    (``out`` (n, 18)), and the rows a full result must complete (``need``)."""
     n = rec.shape[1]
-    for i in prange(n):
+    for i in range(t * n // parts, (t + 1) * n // parts):
         need[i] = decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, perms, tperms,
                              vp[VP_OV_LO], vp[VP_OV_HI], ov, out[i])
