@@ -2,7 +2,7 @@
 
 A simulation is sequential (each access sees the state the ones before it left), so one
 run is one serial loop; a sweep runs independent configurations side by side
-(:func:`sweep_model`, a ``prange`` over configurations). State lives in preallocated int64
+(:func:`sweep_model`, configurations in parallel parts). State lives in preallocated int64
 arrays and nothing allocates in the loops. :mod:`vecmmu.perf` builds the arguments.
 
 Layout, all int64:
@@ -23,7 +23,16 @@ tag only; PTE caches (tagged by the entry's physical address) carry none.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, jit_walker, pjit, prange
+from ._jit import jit, jit_nrt_free, jit_walker
+
+# Constants passed to non-inlined helpers: numpy scalars, which Numba types as plain
+# bool / int64 (a Python literal is a Literal[...] type: one more compile of the callee
+# per distinct value).
+_T = np.bool_(True)
+_F = np.bool_(False)
+_I0 = np.int64(0)
+_I1 = np.int64(1)
+_I2 = np.int64(2)
 
 # structure roles
 R_L1, R_L2, R_PSC, R_PTE, R_NTLB, R_TPSC = 0, 1, 2, 3, 4, 5
@@ -219,17 +228,17 @@ def _flush_list(geom, st, plan, first, count, want, mask, keep_global):
 
 @jit_nrt_free
 def _flush_tlbs(geom, st, plan, want, mask, keep_global):
-    _flush_list(geom, st, plan, P_L1, MAX_LIST, want, mask, keep_global)
-    _flush_list(geom, st, plan, P_L2, MAX_LIST, want, mask, keep_global)
+    _flush_list(geom, st, plan, np.int64(P_L1), np.int64(MAX_LIST), want, mask, keep_global)
+    _flush_list(geom, st, plan, np.int64(P_L2), np.int64(MAX_LIST), want, mask, keep_global)
 
 
 @jit_nrt_free
 def _flush_pscs(geom, st, plan, want, mask):
     """Guest paging-structure caches (never global) and the PTE cache (all of it: it is
     tagged by physical address, not by context)."""
-    _flush_list(geom, st, plan, P_PSC + 2, 4, want, mask, False)
+    _flush_list(geom, st, plan, np.int64(P_PSC + 2), np.int64(4), want, mask, _F)
     if plan[P_PTE] >= 0:
-        flush(geom, st, plan[P_PTE], 0, 0, False)
+        flush(geom, st, plan[P_PTE], _I0, _I0, _F)
 
 
 @jit_nrt_free
@@ -256,22 +265,22 @@ def apply_event(geom, st, plan, kind, op, tag, pcid, vpid, eptp):
         else:
             pcid = np.int64(0)
         if not noflush:
-            _flush_tlbs(geom, st, plan, pcid | V, PV, True)
+            _flush_tlbs(geom, st, plan, pcid | V, PV, _T)
             _flush_pscs(geom, st, plan, pcid | V, PV)
     elif kind == E_INVLPG:
-        _flush_tlbs_va(geom, st, plan, op, pcid | V, PV, 1)
+        _flush_tlbs_va(geom, st, plan, op, pcid | V, PV, _I1)
         _flush_pscs(geom, st, plan, pcid | V, PV)
     elif kind == E_INVPCID_ADDR:
-        _flush_tlbs_va(geom, st, plan, op, (tag & PCID_M) | V, PV, 2)
+        _flush_tlbs_va(geom, st, plan, op, (tag & PCID_M) | V, PV, _I2)
         _flush_pscs(geom, st, plan, (tag & PCID_M) | V, PV)
     elif kind == E_INVPCID_CTX:
-        _flush_tlbs(geom, st, plan, (tag & PCID_M) | V, PV, True)
+        _flush_tlbs(geom, st, plan, (tag & PCID_M) | V, PV, _T)
         _flush_pscs(geom, st, plan, (tag & PCID_M) | V, PV)
     elif kind == E_INVPCID_ALL or kind == E_FLUSH_ALL:
-        _flush_tlbs(geom, st, plan, V, VPID_M, False)
+        _flush_tlbs(geom, st, plan, V, VPID_M, _F)
         _flush_pscs(geom, st, plan, V, VPID_M)
     elif kind == E_INVPCID_ALL_NONGLOBAL:
-        _flush_tlbs(geom, st, plan, V, VPID_M, True)
+        _flush_tlbs(geom, st, plan, V, VPID_M, _T)
         _flush_pscs(geom, st, plan, V, VPID_M)
     elif kind == E_SET_VPID:
         vpid = op & np.int64(0xFFFF)
@@ -279,22 +288,22 @@ def apply_event(geom, st, plan, kind, op, tag, pcid, vpid, eptp):
         eptp = op & np.int64(0xFFFFF)
     elif kind == E_INVVPID_ADDR:
         tv = (tag & np.int64(0xFFFF)) << 12
-        _flush_tlbs_va(geom, st, plan, op, tv, VPID_M, 0)
+        _flush_tlbs_va(geom, st, plan, op, tv, VPID_M, _I0)
         _flush_pscs(geom, st, plan, tv, VPID_M)
     elif kind == E_INVVPID_CTX or kind == E_INVVPID_CTX_NONGLOBAL:
         tv = (tag & np.int64(0xFFFF)) << 12
         _flush_tlbs(geom, st, plan, tv, VPID_M, kind == E_INVVPID_CTX_NONGLOBAL)
         _flush_pscs(geom, st, plan, tv, VPID_M)
     elif kind == E_INVVPID_ALL:
-        _flush_tlbs(geom, st, plan, 0, 0, False)
-        _flush_pscs(geom, st, plan, 0, 0)
+        _flush_tlbs(geom, st, plan, _I0, _I0, _F)
+        _flush_pscs(geom, st, plan, _I0, _I0)
     elif kind == E_INVEPT_CTX or kind == E_INVEPT_ALL:
         te = (tag & np.int64(0xFFFFF)) << 28
         m = EPTP_M if kind == E_INVEPT_CTX else np.int64(0)
-        _flush_tlbs(geom, st, plan, te, m, False)
+        _flush_tlbs(geom, st, plan, te, m, _F)
         _flush_pscs(geom, st, plan, te, m)
-        _flush_list(geom, st, plan, P_NTLB, MAX_LIST, te, m, False)
-        _flush_list(geom, st, plan, P_TPSC + 2, 4, te, m, False)
+        _flush_list(geom, st, plan, np.int64(P_NTLB), np.int64(MAX_LIST), te, m, _F)
+        _flush_list(geom, st, plan, np.int64(P_TPSC + 2), np.int64(4), te, m, _F)
     return pcid, vpid, eptp
 
 
@@ -488,18 +497,20 @@ def run_model(plan, geom, st, va, ok, leaf, shift, glob, refs, tra, gpa, ttr, ne
     """
     acc = np.zeros(O_COLS + 1, np.int64)
     _run(plan, geom, st, va, ok, leaf, shift, glob, refs, tra, gpa, ttr, nested,
-         ev_row, ev_kind, ev_op, ev_tag, out, True, counters, acc)
+         ev_row, ev_kind, ev_op, ev_tag, out, _T, counters, acc)
 
 
-@pjit
-def sweep_model(plans, geoms, sts, va, ok, leaf, shift, glob, refs, tra, gpa, ttr, nested,
-                ev_row, ev_kind, ev_op, ev_tag, counters):
-    """:func:`run_model` for K configurations (``plans`` (K, P_LEN), ``geoms`` (K, S, G_COLS),
-    ``sts`` (K, E, 4)), counters only (K, C_LEN); configurations run in parallel, each in
-    trace order, so results do not depend on the thread count."""
+@jit
+def sweep_model(t, parts, plans, geoms, sts, va, ok, leaf, shift, glob, refs, tra, gpa, ttr,
+                nested, ev_row, ev_kind, ev_op, ev_tag, counters):
+    """:func:`run_model` for the configurations of part ``t`` of ``parts`` of K
+    (``plans`` (K, P_LEN), ``geoms`` (K, S, G_COLS), ``sts`` (K, E, 4)), counters only
+    (K, C_LEN). :func:`vecmmu.kernels._jit.run_parts` runs the parts in parallel; each
+    configuration runs in trace order, so results do not depend on the thread count."""
     k = plans.shape[0]
-    accs = np.zeros((k, O_COLS + 1), np.int64)
+    acc = np.zeros(O_COLS + 1, np.int64)
     dummy = np.zeros((1, O_COLS), np.int16)
-    for j in prange(k):
+    for j in range(t * k // parts, (t + 1) * k // parts):
+        acc[:] = 0
         _run(plans[j], geoms[j], sts[j], va, ok, leaf, shift, glob, refs, tra, gpa, ttr, nested,
-             ev_row, ev_kind, ev_op, ev_tag, dummy, False, counters[j], accs[j])
+             ev_row, ev_kind, ev_op, ev_tag, dummy, _F, counters[j], acc)
