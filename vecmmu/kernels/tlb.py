@@ -118,7 +118,7 @@ def lookup(geom, st, sid, idx, key, ctx, cmask, clk):
     return -1
 
 
-@jit_walker
+@jit_nrt_free
 def insert(geom, st, sid, idx, key, ctx, glob, clk):
     """Fill the least recently used (or an invalid) way of the set ``idx`` selects."""
     ways = geom[sid, G_WAYS]
@@ -307,16 +307,16 @@ def apply_event(geom, st, plan, kind, op, tag, pcid, vpid, eptp):
     return pcid, vpid, eptp
 
 
-@jit_walker
+@jit_nrt_free
 def _read_entry(geom, st, plan, ea, clk):
     """One paging-structure entry read: 1 if it goes to memory, 0 if the PTE cache has it."""
     sid = plan[P_PTE]
     if sid < 0:
         return 1
     key = ea >> geom[sid, G_ARG]
-    if lookup(geom, st, sid, key, key, 0, 0, clk) >= 0:
+    if lookup(geom, st, sid, key, key, _I0, _I0, clk) >= 0:
         return 0
-    insert(geom, st, sid, key, key, 0, 0, clk)
+    insert(geom, st, sid, key, key, _I0, _I0, clk)
     return 1
 
 
@@ -361,7 +361,7 @@ def _tdp_translate(geom, st, plan, gpa, ttr, i, row, ectx, clk, acc):
             sid = plan[P_TPSC + t]
             if sid >= 0:
                 key = _lsr(gpa, 12 + 9 * (t - 1))
-                insert(geom, st, sid, key, key, ectx, 0, clk)
+                insert(geom, st, sid, key, key, ectx, _I0, clk)
     tlb_fill(geom, st, plan, P_NTLB, gpa, code_of_shift(12 + 9 * (tl - 1)), ectx, 0, clk)
     return hit_level
 
@@ -413,7 +413,7 @@ def _access(geom, st, plan, i, va, shift, glob, leaf, tra, gpa, ttr, nested, ctx
             sid = plan[P_PSC + lvl]
             if sid >= 0:
                 key = _lsr(va, 12 + ib * (lvl - 1))
-                insert(geom, st, sid, key, key, ctx, 0, clk)
+                insert(geom, st, sid, key, key, ctx, _I0, clk)
     if nested:
         _tdp_translate(geom, st, plan, gpa, ttr, i, 5, ectx, clk, acc)
     code = code_of_shift(shift)
