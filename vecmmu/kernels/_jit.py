@@ -1,8 +1,11 @@
 """The one place that sets Numba options. No other file writes ``numba.njit(...)``.
 
-``cache=True`` makes a warm start cheap; ``nogil=True`` lets Dask and threads overlap;
-no fastmath (the kernels are integer code and must be exact); bounds checks off, so the
-kernels bounds-check every memory read themselves.
+``cache=True`` makes a warm start cheap; ``nogil=True`` lets Dask and threads overlap, and
+is how batches run in parallel: every batch driver is a kernel of one part of its batch,
+and :func:`run_parts` runs the parts on one thread each (no ``prange`` anywhere: a parfor
+costs seconds of compiling per driver). No fastmath (the kernels are integer code and
+must be exact); bounds checks off, so the kernels bounds-check every memory read
+themselves.
 """
 import concurrent.futures
 import hashlib
@@ -11,7 +14,6 @@ import threading
 from pathlib import Path
 
 import numba
-from numba import prange  # noqa: F401  (re-exported for the kernels)
 
 
 def _invalidate_stale_cache() -> None:
@@ -46,13 +48,6 @@ OPTIONS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy", boun
 def jit(fn):
     """A serial kernel or an inlinable helper."""
     return numba.njit(**OPTIONS)(fn)
-
-
-def pjit(fn):
-    """A batch driver whose outer loop is a ``prange`` over many rows or configurations
-    (the what-if decision and the TLB-model sweep). The walk drivers are one-part
-    ``jit`` kernels run by :func:`run_parts` instead."""
-    return numba.njit(parallel=True, **OPTIONS)(fn)
 
 
 def jit_nrt_free(fn):
