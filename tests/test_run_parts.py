@@ -95,3 +95,18 @@ def test_a_forked_child_gets_its_own_pool():
     got = os.read(r, 8) if ready else b"(the child waited forever)"
     os.waitpid(pid, 0)
     assert got == bytes([0, 1])
+
+
+def test_parts_for_caps_parts_by_threads_and_by_work():
+    import numba
+
+    from vecmmu.kernels._jit import parts_for
+    k = numba.get_num_threads()
+    assert parts_for(0, 4096) == 1 and parts_for(1, 4096) == 1
+    assert parts_for(4096, 4096) == 1 and parts_for(4097, 4096) == min(k, 2)
+    assert parts_for(10**9, 4096) == k
+    numba.set_num_threads(1)
+    try:
+        assert parts_for(10**9, 1) == 1
+    finally:
+        numba.set_num_threads(k)

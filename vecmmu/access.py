@@ -171,10 +171,10 @@ def _checked(batch: np.ndarray):
         raise ValueError(f"an access batch must be 1-D, not shape {batch.shape}")
     if not batch.shape[0]:
         return batch, (0, 0)
-    from .kernels._jit import run_parts
+    from .kernels._jit import PASS_UNIT, parts_for, run_parts
     from .kernels.trace_parse import scan_accesses
     f = ACCESS_DTYPE.fields
-    parts = _parts(batch.shape[0])
+    parts = parts_for(batch.shape[0], PASS_UNIT)
     res = np.empty((parts, 5), np.int64)
     run_parts(scan_accesses, parts, parts, np.ascontiguousarray(batch).view(np.uint8),
               ACCESS_DTYPE.itemsize, *(f[k][1] for k in ("kind", "user", "size", "asid")), res)
@@ -196,24 +196,18 @@ def _checked(batch: np.ndarray):
     return batch, (int(smax), int(amax))
 
 
-def _parts(n: int) -> int:
-    """Parallel parts for a pass over ``n`` records: one per thread, at least 64 Ki each."""
-    import numba
-    return max(1, min(numba.get_num_threads(), n >> 16))
-
-
 def split_page_crossing(batch: np.ndarray, parts: int | None = None):
     """``(rows, access, part)``: a checked batch with every access that crosses a 4 KiB
     boundary as two rows, the second at the next page (``part`` 1), and ``access`` the
     batch index of each row; ``(batch, None, None)`` when none crosses (row i is access
     i). Two jitted passes over the records' bytes, in ``parts`` parallel parts (default:
     one per thread for large batches; the rows do not depend on it)."""
-    from .kernels._jit import run_parts
+    from .kernels._jit import PASS_UNIT, parts_for, run_parts
     from .kernels.trace_parse import count_crossing, split_crossing
     raw = np.ascontiguousarray(batch).view(np.uint8)
     f = ACCESS_DTYPE.fields
     o_addr, o_size = f["addr"][1], f["size"][1]
-    parts = _parts(batch.shape[0]) if parts is None else max(1, int(parts))
+    parts = parts_for(batch.shape[0], PASS_UNIT) if parts is None else max(1, int(parts))
     counts = np.zeros(parts + 1, np.int64)
     run_parts(count_crossing, parts, parts, raw, ACCESS_DTYPE.itemsize, o_addr, o_size, counts)
     m = int(counts.sum())

@@ -36,7 +36,7 @@ from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
 from .kernels import tdp_walk as KT
-from .kernels._jit import run_parts
+from .kernels._jit import parts_for, run_parts
 from .memory import PhysMem
 from .result import Translation, acc_string
 from .role import CpuRole, EptRole, NptRole, RegisterError
@@ -84,13 +84,6 @@ def _num_threads(threads):
         yield
     finally:
         numba.set_num_threads(old)
-
-
-def _parts(n: int, unit: int) -> int:
-    """Parallel parts of a batch of ``n`` accesses: one per thread, but no more than there
-    are ranges of ``unit`` (a small batch on one thread: waking another costs more than its
-    walks). Results never depend on it."""
-    return max(1, min(numba.get_num_threads(), -(-n // unit)))
 
 
 class _WalkMemo:
@@ -455,7 +448,7 @@ class PageWalk:
 
     def _run(self, cols, sel, af, asids, pk, tr, ad, chunk, progress, order, prefetch, memo):
         n = sel.shape[0]
-        parts = _parts(min(n, chunk), K.SUPER)
+        parts = parts_for(min(n, chunk), K.SUPER)
         use_memo = (memo and tr is None and ad is None and self.role.paging
                     and len(self.cr3) <= 4096)               # the asid sits in a tag's bits 11:0
         if use_memo:
@@ -539,7 +532,7 @@ class PageWalk:
 
     def _run_nested(self, cols, af, asids, pk, trace, chunk, progress, name, memo):
         n = af.shape[0]
-        parts = _parts(min(n, chunk), KT.ITEM)
+        parts = parts_for(min(n, chunk), KT.ITEM)
         if memo and not trace and len(self.cr3) <= 4096:     # the asid sits in a tag's bits 11:0
             with self._memo.take(n, parts, KT.NM_W, _WalkMemo.NESTED_SETS) as (buf, epoch):
                 return self._run_nested_chunks(cols, af, asids, pk, trace, chunk, progress,
@@ -591,7 +584,7 @@ class PageWalk:
                else (np.full((1, 1, 5), -1, np.int64), np.zeros((1, 1, 5), np.int64)))
         memt = self.mem.slot_pointers()
         addr_i = np.ascontiguousarray(cols["addr"]).view(np.int64)
-        parts = _parts(min(n, chunk), KT.ITEM)
+        parts = parts_for(min(n, chunk), KT.ITEM)
         prog = _Progress(n, f"translating ({self.kind.upper()})", progress)
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)

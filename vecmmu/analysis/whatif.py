@@ -45,11 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..access import ACCESS_DTYPE, _parts, as_accesses
+from ..access import ACCESS_DTYPE, as_accesses
 from ..bits import FAULT_NAMES, Fault
 from ..format import FMT_PFERR_FETCH, PageFormat
 from ..kernels import decide as KD
-from ..kernels._jit import run_parts
+from ..kernels._jit import PASS_UNIT, parts_for, run_parts
 from ..kernels.tdp_walk import NESTED_COLS
 from ..result import COLUMNS, STAGE_CATEGORIES, Translation
 from . import overlay as OV
@@ -304,7 +304,7 @@ class WalkRecord:
         else:
             extra = (_ONE_U1, c["leaf_level"], c["acc"], c["pkey"], _ONE_U1, _ONE_I8, _ONE_U1,
                      _ONE_U1)
-        parts = _parts(c["fault"].shape[0])
+        parts = parts_for(c["fault"].shape[0], PASS_UNIT)
         run_parts(KD.decide_sweep, parts, parts, c["fault"], *extra, self.acc_bytes,
                   *_FLAG_OFFSETS, self.nested, vps, perms, tperms, ov, kcols, fault, stage,
                   write_stage)
@@ -467,7 +467,7 @@ class WhatIf:
         p = self.plan[variant]
         out = np.empty((R.n, KD.N_REC), np.int64)
         need = np.empty(R.n, np.int8)
-        parts = _parts(R.n)
+        parts = parts_for(R.n, PASS_UNIT)
         run_parts(KD.decide_full, parts, parts, R.rec, R.flags("kind"), R.flags("user"),
                   R.flags("ac"), R.flags("implicit"), p["vp"], p["perms"], p["tperms"], p["ov"],
                   out, need)

@@ -73,7 +73,16 @@ def jit_walker(fn):
 
 _pool = None
 _pool_pid = None
+_pool_lock = threading.Lock()
 _worker = threading.local()
+PASS_UNIT = 1 << 16         # records per part of a streaming pass (batch check, split, what-if)
+
+
+def parts_for(n: int, unit: int) -> int:
+    """Parallel parts for ``n`` items: one per thread (``numba.get_num_threads()``), but
+    no more than there are ranges of ``unit`` items (waking a thread for a small part
+    costs more than the part). Results never depend on it."""
+    return max(1, min(numba.get_num_threads(), -(-int(n) // unit)))
 
 
 def _mark_worker():
@@ -94,11 +103,12 @@ def run_parts(kernel, parts, *args):
         for t in range(parts):
             kernel(t, *args)
         return
-    if _pool is None or _pool_pid != os.getpid():     # a forked child has no pool threads
-        _pool = concurrent.futures.ThreadPoolExecutor(
-            max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="vecmmu-part",
-            initializer=_mark_worker)
-        _pool_pid = os.getpid()
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():     # a forked child has no pool threads
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="vecmmu-part",
+                initializer=_mark_worker)
+            _pool_pid = os.getpid()
     futures = [_pool.submit(kernel, t, *args) for t in range(1, parts)]
     try:
         kernel(0, *args)

@@ -18,13 +18,12 @@ entries the walk saw: it does not model stale entries after the tables change.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pandas as pd
 
 from ..bits import Fault
 from ..kernels import tlb as KT
-from ..kernels._jit import run_parts
+from ..kernels._jit import parts_for, run_parts
 from .config import TlbConfig
 from .events import make_events
 
@@ -226,7 +225,7 @@ def sweep(res, configs, events=None, *, index_bits: int | None = None, labels=No
     counters = np.zeros((k, KT.C_LEN), np.int64)
     from ..walk import _num_threads
     with _num_threads(threads):
-        parts = max(1, min(numba.get_num_threads(), k))
+        parts = parts_for(k, 1)
         run_parts(KT.sweep_model, parts, parts, plans, geoms, sts, *inp.args(),
                   *inp.events(events), counters)
     rows = [{"config": lab, **_rates(counters[j], inp.nested)} for j, lab in enumerate(labels)]
