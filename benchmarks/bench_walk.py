@@ -374,6 +374,47 @@ STARTUP = textwrap.dedent("""
 """)
 
 
+FIRST_CALLS = textwrap.dedent("""
+    import json, time
+    import numpy as np
+    import vecmmu
+    from vecmmu.analysis.whatif import whatif
+    from vecmmu.perf import TlbConfig, simulate, sweep
+    out = {}
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        r = fn()
+        out[name] = time.perf_counter() - t0
+        return r
+    mmu = vecmmu.Mmu.for_mode("4level", ram_size=1 << 24, smep=True)
+    mmu.map(0x400000, 0x10000, user=True)
+    w = mmu.walker()
+    a = 0x400000 + np.arange(100, dtype=np.uint64) * 0x100
+    timed("translate", lambda: w.translate(a, kind="read", user=True))
+    timed("whatif", lambda: whatif(w, a, ["nosmep:smep=0"], kind="fetch"))
+    r = timed("trace", lambda: w.translate(a, trace=True))
+    timed("simulate", lambda: simulate(r))
+    timed("sweep", lambda: sweep(r, [TlbConfig.skylake(), TlbConfig.skylake()]))
+    g = vecmmu.NestedGuest(vecmmu.CpuRole.for_mode("4level", maxphyaddr=46),
+                           vecmmu.EptRole(), tdp_page_size=4096, guest_ram=1 << 24)
+    g.guest.map(0x400000, 0x10000, user=True)
+    timed("nested", lambda: g.walker().translate(a, kind="read", user=True))
+    print(json.dumps(out))
+""")
+
+
+def first_call_times(py):
+    """Seconds of each first call in one child on an empty Numba cache, in this order:
+    a 1-D translate(), whatif() (after it), a traced translate(), simulate(), sweep()
+    (after simulate), and a 2-D translate() over EPT: most of each is compiling."""
+    with tempfile.TemporaryDirectory(prefix="vecmmu-numba-cache-") as d:
+        p = subprocess.run([py, "-c", FIRST_CALLS], env=dict(os.environ, NUMBA_CACHE_DIR=d),
+                           cwd=str(REPO), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"first-call script failed:\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def startup_times(py, warm_runs=3):
     with tempfile.TemporaryDirectory(prefix="vecmmu-numba-cache-") as d:
         env = dict(os.environ, NUMBA_CACHE_DIR=d)

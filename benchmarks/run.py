@@ -18,7 +18,8 @@ Families (the measuring code is the ``bench_*.py`` scripts' own functions):
 * readers  lackey, ChampSim, CSV and Parquet readers next to a plain-Python / numpy /
            pandas baseline on the same generated files
 * startup  cold (fresh Numba cache) and warm start of a child process next to
-           ``python -c 'import numpy, numba'``
+           ``python -c 'import numpy, numba'``; the first call of each other kernel
+           family on an empty cache (a note line)
 
 The report goes to stdout, progress to stderr. The exit status is 0 whatever the speeds
 (a MISS fails nothing); 1 only if a correctness check found a mismatch.
@@ -143,6 +144,10 @@ def run_startup(quick, threads):
              f"import {cold['imp']:.2f} + map {cold['build']:.2f} + translate "
              f"{cold['translate']:.2f} s, warm {warm['imp']:.2f} + {warm['build']:.2f} + "
              f"{warm['translate']:.2f} s"]
+    log("startup: first calls on an empty Numba cache ...")
+    fc = W.first_call_times(sys.executable)
+    notes.append("startup: first calls in one child on an empty Numba cache (mostly compiling), "
+                 "in this order: " + ", ".join(f"{k} {v:.2f} s" for k, v in fc.items()))
     return rows, [], notes, W.startup_targets
 
 
