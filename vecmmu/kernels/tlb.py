@@ -24,15 +24,8 @@ tag only; PTE caches (tagged by the entry's physical address) carry none.
 import numpy as np
 
 from ._jit import jit, jit_nrt_free, jit_walker
-
-# Constants passed to non-inlined helpers: numpy scalars, which Numba types as plain
-# bool / int64 (a Python literal is a Literal[...] type: one more compile of the callee
-# per distinct value).
-_T = np.bool_(True)
-_F = np.bool_(False)
-_I0 = np.int64(0)
-_I1 = np.int64(1)
-_I2 = np.int64(2)
+# constants for non-inlined helpers, typed bool / int64 rather than Literal (see walkers.py)
+from .walkers import _F, _I0, _I1, _I2, _T
 
 # structure roles
 R_L1, R_L2, R_PSC, R_PTE, R_NTLB, R_TPSC = 0, 1, 2, 3, 4, 5

@@ -79,11 +79,14 @@ FMT_GMET = 2048
 W_KVM_UNBACKED = 1      # K13: an unbacked table read is a not-present fault
 W_CHECK_FINAL = 2       # hardware: the final address must be backed (else UNBACKED)
 
-# Constants passed to the non-inlined walkers (walk_ept, tdp_translate): as numpy scalars
-# Numba types them bool/int64, not Literal[...], so each walker compiles once instead of
-# once per combination of constant arguments (five tdp_translate compiles, ~10 s each).
+# Constants passed to non-inlined kernels (walk_ept, tdp_translate, the TLB model's
+# helpers): as numpy scalars Numba types them bool/int64, not Literal[...], so each kernel
+# compiles once instead of once per combination of constant arguments (five tdp_translate
+# compiles, ~10 s each).
 _T = np.bool_(True)
 _F = np.bool_(False)
+_I0 = np.int64(0)
+_I1 = np.int64(1)
 _I2 = np.int64(2)
 _I5 = np.int64(5)
 
