@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import struct
 from pathlib import Path
@@ -530,16 +529,7 @@ def test_open_raw_refuses_elf_and_empty(tmp_path, core):
 
 # --- the real QEMU dump ----------------------------------------------------------------------
 
-DUMPS = Path(__file__).resolve().parents[2] / "shared" / "dumps"
-REAL = DUMPS / "guest4_spin.elf.gz"
-TRUTH = DUMPS / "truth_guest4_spin.json"
-
-
-@pytest.fixture(scope="module")
-def real_dump():
-    if not (REAL.exists() and TRUTH.exists()):
-        pytest.skip(f"{DUMPS} not present")
-    return open_dump(REAL), json.loads(TRUTH.read_text())      # default cache: unpacked once
+# ``real_dump`` is the session fixture of conftest.py (the dump and its checked truth)
 
 
 @pytest.mark.dump
