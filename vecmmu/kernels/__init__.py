@@ -1,5 +1,7 @@
 """Every ``@njit`` function of vecmmu lives in this package, and nothing else imports numba
-(except :mod:`vecmmu.walk` for the thread count). Options are set once, in ``_jit``.
+(except :mod:`vecmmu.walk` for the thread count). Options are set once, in ``_jit``, which
+also has ``run_parts``: every batch driver is a kernel of one part of a batch, and the parts
+run on one thread each.
 
 - ``walkers``: the per-address walkers (KVM's ``paging_tmpl.h``): ``walk_x86`` for 32- and
   64-bit x86 entries (instantiated flat and nested from one source), ``walk_ept``, and
