@@ -285,7 +285,7 @@ def test_memo_on_scattered_blocks_comes_back(monkeypatch):
 
 def test_grouped_order_over_several_parts():
     """Grouped order is three parallel passes over each chunk (group, walk, gather
-    back), each over the per-thread parts of ``cpu_walk.part_bounds``: with two parts of unequal
+    back), each over the per-thread parts of ``_jit.part_bounds``: with two parts of unequal
     size, every result is where input order puts it (a part left ungrouped fails)."""
     m = Mmu.for_mode("4level", ram_size=32 << 20)
     rng = np.random.default_rng(4)

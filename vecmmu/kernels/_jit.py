@@ -78,6 +78,15 @@ _worker = threading.local()
 PASS_UNIT = 1 << 16         # records per part of a streaming pass (batch check, split, what-if)
 
 
+@jit
+def part_bounds(n, parts, t, unit):
+    """Items ``lo..hi`` of part ``t`` of ``parts``: whole ranges of ``unit`` items (the
+    last may be short), the same split in every pass over the same items. Every one-part
+    kernel splits its batch with this."""
+    nu = (n + unit - 1) // unit
+    return min(n, (t * nu // parts) * unit), min(n, ((t + 1) * nu // parts) * unit)
+
+
 def parts_for(n: int, unit: int) -> int:
     """Parallel parts for ``n`` items: one per thread (``numba.get_num_threads()``), but
     no more than there are ranges of ``unit`` items (waking a thread for a small part

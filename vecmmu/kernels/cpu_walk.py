@@ -9,7 +9,7 @@ which :func:`vecmmu.kernels._jit.run_parts` runs on one thread per part;
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, jit_walker
+from ._jit import jit, jit_nrt_free, jit_walker, part_bounds
 from .physmem import find_slot, find_slot_call, host_addr, load_u64, prefetch, read_ptr, write_ptr
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER,  # noqa: F401
                       AF_WRITE, D_BIT, F_GP, F_NONE, F_PF, F_SS, F_UNBACKED, PF_P, PF_RSVD,
@@ -201,14 +201,6 @@ def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, p
                          o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
                          o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
                          epoch, grouped, g_order, g_rec, in_ptr, in_stride)
-
-
-@jit
-def part_bounds(n, parts, t, unit):
-    """Accesses ``lo..hi`` of part ``t`` of ``parts``: whole ranges of ``unit`` accesses
-    (the last may be short), the same split in every pass over a chunk."""
-    nu = (n + unit - 1) // unit
-    return min(n, (t * nu // parts) * unit), min(n, ((t + 1) * nu // parts) * unit)
 
 
 @jit

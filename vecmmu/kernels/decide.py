@@ -17,7 +17,7 @@ permission-table row and the variant's overlay segments.
 """
 import numpy as np
 
-from ._jit import jit, jit_walker
+from ._jit import jit, jit_walker, part_bounds
 from .walkers import AF_AC, AF_IMPLICIT, access_pfec, leaf_fault
 
 # record columns (NESTED_COLS order)
@@ -237,9 +237,9 @@ def overlay_class(f, st, flevel, tshift, tacc_rec, gpa, acc, write, fetch, tflag
 
 
 @jit
-def decide_sweep(t, parts, fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb, o_kind, o_user,
-                 o_ac, o_imp, nested, vps, perms, tperms, ov, kcols, o_fault, o_stage,
-                 write_stage):
+def decide_sweep(t, parts, fault, stage, leaf, acc, pkey, flevel, gpa, tshift, tacc, accb,
+                 o_kind, o_user, o_ac, o_imp, nested, vps, perms, tperms, ov, kcols, o_fault,
+                 o_stage, write_stage):
     """Fault class (and stage) of every record row under every variant of one record.
 
     The record arrives as its own narrow columns (u1 ``fault``, ``leaf``, ``acc``,
@@ -256,7 +256,8 @@ def decide_sweep(t, parts, fault, stage, leaf, acc, pkey, flevel, gpa, tshift, t
     """
     n = fault.shape[0]
     nk = vps.shape[0]
-    for i in range(t * n // parts, (t + 1) * n // parts):
+    lo, hi = part_bounds(n, parts, t, 1)
+    for i in range(lo, hi):
         f = np.int64(fault[i])
         st = np.int64(stage[i]) if nested else np.int64(0)
         if leaf[i] == 0:               # the guest walk stopped before its leaf: settings-free
@@ -307,6 +308,7 @@ def decide_full(t, parts, rec, kind, user, ac, implicit, vp, perms, tperms, ov, 
     """Every result column of every row of part ``t`` of ``parts`` under one variant
     (``out`` (n, 18)), and the rows a full result must complete (``need``)."""
     n = rec.shape[1]
-    for i in range(t * n // parts, (t + 1) * n // parts):
+    lo, hi = part_bounds(n, parts, t, 1)
+    for i in range(lo, hi):
         need[i] = decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, perms, tperms,
                              vp[VP_OV_LO], vp[VP_OV_HI], ov, out[i])

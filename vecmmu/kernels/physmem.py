@@ -177,7 +177,6 @@ def write_ptr(slot_base, slot_end, slot_ptr, addr, size, value):
     return True
 
 
-
 @jit_nrt_free
 def find_slot_call(slot_base, slot_end, addr, n):
     """:func:`find_slot` as a call, for cold paths (paging off, PAE PDPTEs, a large

@@ -10,8 +10,8 @@ array, and a second compile of the kernel.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free
-from .cpu_walk import _memo_row, _memo_tag, part_bounds
+from ._jit import jit, jit_nrt_free, part_bounds
+from .cpu_walk import _memo_row, _memo_tag
 from .physmem import find_slot
 from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
                       tdp_translate, walk_x86_nested)

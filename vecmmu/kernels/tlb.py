@@ -23,7 +23,7 @@ tag only; PTE caches (tagged by the entry's physical address) carry none.
 """
 import numpy as np
 
-from ._jit import jit, jit_nrt_free, jit_walker
+from ._jit import jit, jit_nrt_free, jit_walker, part_bounds
 # constants for non-inlined helpers, typed bool / int64 rather than Literal (see walkers.py)
 from .walkers import _F, _I0, _I1, _I2, _T
 
@@ -503,7 +503,8 @@ def sweep_model(t, parts, plans, geoms, sts, va, ok, leaf, shift, glob, refs, tr
     k = plans.shape[0]
     acc = np.zeros(O_COLS + 1, np.int64)
     dummy = np.zeros((1, O_COLS), np.int16)
-    for j in range(t * k // parts, (t + 1) * k // parts):
+    lo, hi = part_bounds(k, parts, t, 1)
+    for j in range(lo, hi):
         acc[:] = 0
         _run(plans[j], geoms[j], sts[j], va, ok, leaf, shift, glob, refs, tra, gpa, ttr, nested,
              ev_row, ev_kind, ev_op, ev_tag, dummy, _F, counters[j], acc)
