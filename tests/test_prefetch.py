@@ -1,6 +1,7 @@
-"""The table prefetch of ``cpu_translate`` (``translate(prefetch=...)``, kernels/cpu_walk.py).
+"""The table prefetch of ``cpu_translate`` (``translate(prefetch=...)``, kernels/cpu_walk.py),
+and its streaming result stores (large batches write scattered blocks past the caches).
 
-It is a hint, so two things are checked: results never depend on it (here on built
+The prefetch is a hint, so two things are checked: results never depend on it (here on built
 tables; on random garbage tables in test_walk_properties.py), and, with the JIT off,
 where the prefetch intrinsic is a Python function that can be watched, it requests
 exactly the entries below the root that the walks then read: a wrong index, level or
@@ -98,3 +99,72 @@ def test_local_blocks_skip_the_prefetch(monkeypatch):
     seen.clear()
     w.translate(scattered, prefetch=False)
     assert seen == []
+
+
+# --- streaming result stores --------------------------------------------------------------
+def _mixed_batch(vas, n, seed=3):
+    rng = np.random.default_rng(seed)
+    addr = vas[rng.integers(0, vas.shape[0], n)]
+    kind = rng.integers(0, 3, n).astype(np.uint8)
+    return addr, kind, rng.random(n) < 0.5
+
+
+def test_results_do_not_depend_on_streaming_stores():
+    """A call of at least STREAM_MIN accesses streams the results of its scattered blocks;
+    smaller chunks do not, nor does a chunk whose outputs start off an 8-byte boundary
+    (chunk = STREAM_MIN + 1 leaves the second chunk's byte columns misaligned). Every
+    column is the same either way, partial last blocks included."""
+    m, vas = _guest("4level")
+    w = m.walker()
+    n = 2 * cpu_walk.STREAM_MIN + 3 * cpu_walk.LANES + 5
+    addr, kind, user = _mixed_batch(vas, n)
+    streamed = w.translate(addr, kind, user=user)
+    for col, v in streamed.columns().items():
+        if col in ("gpa", "fault", "refs"):
+            assert v.ctypes.data % 64 == 0, col          # outputs start on a cache line
+    for chunk in (cpu_walk.STREAM_MIN // 2, cpu_walk.STREAM_MIN + 1):
+        plain = w.translate(addr, kind, user=user, chunk=chunk)
+        for col, v in plain.columns().items():
+            assert np.array_equal(v, streamed.columns()[col]), (col, chunk)
+
+
+def test_streaming_needs_contiguous_aligned_outputs():
+    n = 256
+    cols8 = [np.zeros(n + 1, np.int64)[:n] for _ in range(4)]
+    cols1 = [np.zeros(n + 8, np.uint8)[:n] for _ in range(7)]
+
+    def ok(c8, c1):
+        return cpu_walk._streamable(c8[0], c1[0], c8[1], c1[1], c8[2], c8[3], *c1[2:])
+
+    assert ok(cols8, cols1)
+    assert not ok(cols8, cols1[:6] + [np.zeros(n + 8, np.uint8)[1:n + 1]])     # misaligned
+    assert not ok(cols8[:3] + [np.zeros(n + 1, np.int64).view(np.uint8)[4:4 + 8 * n]
+                               .view(np.int64)], cols1)
+
+
+@watchable
+@pytest.mark.nojit
+def test_scattered_blocks_are_streamed_in_whole(monkeypatch):
+    """With the JIT off the streaming store is a Python function: every full scattered
+    block writes its 4 word columns and 7 byte columns (LANES results each) with it, a
+    partial block or a call below STREAM_MIN does not, and the results are the same."""
+    m, vas = _guest("4level")
+    w = m.walker()
+    plain = w.translate(vas, trace=False)
+    count = [0]
+    real = cpu_walk.store_stream_u64
+
+    def counting(addr, value):
+        count[0] += 1
+        real(addr, value)
+
+    monkeypatch.setattr(cpu_walk, "store_stream_u64", counting)
+    monkeypatch.setattr(cpu_walk, "STREAM_MIN", vas.shape[0])
+    L = cpu_walk.LANES
+    streamed = w.translate(vas)
+    assert count[0] == (vas.shape[0] // L) * (4 * L + 7 * L // 8)
+    for col, v in plain.columns().items():
+        assert np.array_equal(v, streamed.columns()[col]), col
+    count[0] = 0
+    w.translate(vas[:-1])
+    assert count[0] == 0

@@ -149,6 +149,15 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+
+def _empty_lines(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)`` starting on a 64-byte cache line: a large walk writes its
+    results with streaming stores in whole lines (:data:`vecmmu.kernels.cpu_walk.STREAM_MIN`)."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
+    off = -raw.ctypes.data % 64
+    return raw[off:off + n * dtype.itemsize].view(dtype)
+
 class PageWalk:
     """A page-table walker over a :class:`PhysMem` (KVM's ``kvm_pagewalk``).
 
@@ -466,7 +475,7 @@ class PageWalk:
                       ("fault_level", np.uint8), ("entry_addr", np.uint64),
                       ("entry_value", np.uint64), ("leaf_level", np.uint8), ("page_shift", np.uint8),
                       ("acc", np.uint8), ("pkey", np.uint8), ("refs", np.uint8)):
-            cols[k] = np.empty(n, dt)
+            cols[k] = _empty_lines(n, dt)
         memt = self.mem.slot_pointers()
         params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
         # always the batch's own field views (one kernel signature for every mode: the

@@ -85,6 +85,12 @@ if _numba.config.DISABLE_JIT:
 
     def prefetch(addr):
         pass
+
+    def store_stream_u64(addr, value):
+        store_u64(addr, value)
+
+    def store_fence():
+        pass
 else:
     from llvmlite import ir as _ir
     from numba import types as _types
@@ -136,6 +142,29 @@ else:
             builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(3), i32(1)])
             return context.get_dummy_value()
         return _types.void(_types.int64), codegen
+
+    @_intrinsic
+    def store_stream_u64(typingctx, addr, value):
+        """Store 8 bytes at the 8-aligned host address ``addr`` past the caches (a
+        non-temporal store, ``movnti``): for results written once and not read again soon,
+        so they neither read their lines in first nor evict table lines from cache. Weakly
+        ordered: a kernel that uses it ends with :func:`store_fence`."""
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(64).as_pointer())
+            st = builder.store(args[1], ptr, align=8)
+            st.set_metadata("nontemporal",
+                            builder.module.add_metadata([_ir.Constant(_ir.IntType(32), 1)]))
+            return context.get_dummy_value()
+        return _types.void(_types.int64, _types.int64), codegen
+
+    @_intrinsic
+    def store_fence(typingctx):
+        """Order every earlier store, streaming ones included, before any later one
+        (``mfence``): what another thread reads after the kernel returns is complete."""
+        def codegen(context, builder, signature, args):
+            builder.fence("seq_cst")
+            return context.get_dummy_value()
+        return _types.void(), codegen
 
 
 @jit
