@@ -35,6 +35,8 @@ from .access import accesses_and_maxima, split_page_crossing
 from .bits import Fault, PagingMode
 from .format import PageFormat
 from .kernels import cpu_walk as K
+from .kernels import memo as KM
+from .kernels import walkers as KW
 from .kernels import tdp_walk as KT
 from .kernels._jit import parts_for, run_parts
 from .memory import PhysMem
@@ -108,7 +110,7 @@ class _WalkMemo:
 
     def next_epoch(self):
         self.epoch += 1
-        if self.epoch > K.MEMO_EPOCH_MAX:           # epochs wrap: clear the buffer once
+        if self.epoch > KM.MEMO_EPOCH_MAX:           # epochs wrap: clear the buffer once
             if self.buf is not None:
                 self.buf.fill(0)
             self.epoch = 1
@@ -200,7 +202,7 @@ class PageWalk:
         self.mem = mem
         self.tdp = None
         self._memo = _WalkMemo()
-        self._wopts = K.W_KVM_UNBACKED if semantics == "kvm" else K.W_CHECK_FINAL
+        self._wopts = KW.W_KVM_UNBACKED if semantics == "kvm" else KW.W_CHECK_FINAL
         self.pkru = self._check_pkru(pkru)
         self.enc_mask = int(enc_mask) & (2**64 - 1)
         if self.enc_mask & 0xFFF:
@@ -428,10 +430,10 @@ class PageWalk:
         af = None
         if self.kind != "cpu" or ad is not None:
             kind_a = sel["kind"]
-            af = ((kind_a == 1).view(np.uint8) * np.uint8(K.AF_WRITE)
-                  | (kind_a == 2).view(np.uint8) * np.uint8(K.AF_FETCH)
-                  | sel["user"] * np.uint8(K.AF_USER) | sel["ac"] * np.uint8(K.AF_AC)
-                  | sel["implicit"] * np.uint8(K.AF_IMPLICIT) | sel["stack"] * np.uint8(K.AF_STACK))
+            af = ((kind_a == 1).view(np.uint8) * np.uint8(KW.AF_WRITE)
+                  | (kind_a == 2).view(np.uint8) * np.uint8(KW.AF_FETCH)
+                  | sel["user"] * np.uint8(KW.AF_USER) | sel["ac"] * np.uint8(KW.AF_AC)
+                  | sel["implicit"] * np.uint8(KW.AF_IMPLICIT) | sel["stack"] * np.uint8(KW.AF_STACK))
         with _num_threads(threads):
             if self.kind == "cpu":
                 # Numba types a field view of one access as contiguous ('C'), where longer

@@ -6,8 +6,10 @@ run on one thread each.
 - ``walkers``: the per-address walkers (KVM's ``paging_tmpl.h``): ``walk_x86`` for 32- and
   64-bit x86 entries (instantiated flat and nested from one source), ``walk_ept``, and
   ``tdp_translate``
-- ``cpu_walk``: the 1-D batch driver (table prefetch, walk memo, ``order="grouped"``) and
-  A/D write-back; ``tdp_walk``: GPA batches and two-dimensional walks (with their memo)
+- ``cpu_walk``: the 1-D batch driver (table prefetch, streaming result stores,
+  ``order="grouped"``) and A/D write-back; ``memo``: its walk memo (each walked page's
+  outcome); ``tdp_walk``: GPA batches and two-dimensional walks (with a memo of whole
+  results)
 - ``physmem``: bounds-checked entry reads and writes over memslots (host pointers)
 - ``build``: table building for :class:`vecmmu.mmu.Mmu`
 - ``decide``: what-if re-decisions from walk records; ``tlb``: translation-cache models

@@ -11,7 +11,7 @@ array, and a second compile of the kernel.
 import numpy as np
 
 from ._jit import jit, jit_nrt_free, part_bounds
-from .cpu_walk import _memo_row, _memo_tag
+from .memo import memo_row, memo_tag
 from .physmem import find_slot
 from .walkers import (AF_FETCH, AF_USER, AF_WRITE, F_NONE, F_PF, S_GUEST, S_TABLE, W_CHECK_FINAL,
                       tdp_translate, walk_x86_nested)
@@ -47,7 +47,7 @@ _FAULT, _STAGE, _LEAF, _GPA, _HPA = (NESTED_COLS.index(c) for c in
 def _nmemo_row(tag, a, set_mask):
     """Way 0 of the set of (tag, access flags): the 1-D memo's hash of the tag with the
     flags mixed into its page bits, so one page's kinds of access go to different sets."""
-    return _memo_row(tag ^ ((a * 0x9E3779B1) << 12), set_mask)
+    return memo_row(tag ^ ((a * 0x9E3779B1) << 12), set_mask)
 
 
 @jit
@@ -127,7 +127,7 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
         tag = np.int64(0)
         key = np.int64(0)
         if use_memo:
-            tag = _memo_tag(va, a, fp[3])
+            tag = memo_tag(va, a, fp[3])
             key = afi | (epoch << NM_EPOCH)
             row = _nmemo_row(tag, afi, set_mask)
             hit = np.int64(-1)
