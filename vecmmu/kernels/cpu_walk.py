@@ -12,7 +12,7 @@ import numpy as np
 from ._jit import jit, jit_nrt_free, jit_walker, part_bounds
 from .memo import memo_fill, memo_find, memo_result, memo_row, memo_tag
 from .physmem import (host_addr, load_u64, prefetch, read_ptr, store_fence, store_stream_u64,
-                      write_ptr)
+                      store_u8, store_u64, write_ptr)
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE, D_BIT,
                       F_GP, F_NONE, F_SS, F_UNBACKED, walk_x86_flat)
 
@@ -20,7 +20,8 @@ from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF
 GROUP_BUCKETS_MAX = 1 << 16     # order="grouped": counting-sort buckets per part, at most
 LANES = 64          # walks per block: the unit of the table prefetch
 SUPER = 4096        # addresses per _translate_range call (parts are whole ranges)
-STREAM_MIN = 1 << 18    # calls of at least this many accesses write results past the caches
+STREAM_MIN = 1 << 18    # chunks of at least this many accesses write results past the caches
+STAGE_WORDS = 4 * LANES + 7 * LANES // 8    # one block's results, staged for streaming
 MEMO_TRIAL = 64         # lookups on prefetched blocks that decide whether the memo pays there
 MEMO_RETRY = 32         # ranges (of SUPER accesses) without it before the next trial
 
@@ -79,13 +80,14 @@ def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, p
     :func:`ungroup_parts` then writes to the outputs in input order: three passes, so a
     call in input order never compiles the grouping.
 
-    A call in input order of at least ``STREAM_MIN`` accesses, whose outputs are
-    contiguous and 8-byte aligned, writes the results of its prefetched blocks (scattered
-    walks) past the caches: each full block of ``LANES`` results is staged in L1 and then
-    stored column by column with streaming stores (:func:`_stream_block`). Results that
-    big are not read back before they leave the cache anyway; this way their lines are
-    neither read in first nor evict the table lines the walks need. (Blocks of local walks
-    gain nothing from it, measured: their tables stay in cache.) No result depends on it.
+    The outputs ``o_*`` are contiguous (the kernel writes them through their addresses).
+    A call in input order of at least ``STREAM_MIN`` accesses, whose outputs start on
+    8-byte boundaries, writes the results of its prefetched blocks (scattered walks) past
+    the caches: each full block of ``LANES`` results is staged in L1 and then stored
+    column by column with streaming stores (:func:`_stream_block`). Results that big are
+    not read back before they leave the cache anyway; this way their lines are neither
+    read in first nor evict the table lines the walks need. (Blocks of local walks gain
+    nothing from it, measured: their tables stay in cache.) No result depends on it.
     """
     n = addr.shape[0]
     parts = memo.shape[0]
@@ -93,63 +95,47 @@ def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, p
     in_stride = addr.strides[0]
     hp = np.empty(LANES, np.int64)            # the table prefetch's scratch
     pstate = np.zeros(1, np.int64)            # the memo on prefetched blocks
-    stream = not grouped and n >= STREAM_MIN and _streamable(
-        o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
-    s8 = np.empty((4, LANES), np.int64)       # a block's results, staged for streaming
-    s1 = np.empty((7, LANES), np.uint8)
+    dst = np.empty(11, np.int64)              # the result columns' addresses, word ones first
+    dst[0] = o_gpa.ctypes.data
+    dst[1] = o_ec.ctypes.data
+    dst[2] = o_eaddr.ctypes.data
+    dst[3] = o_eval.ctypes.data
+    dst[4] = o_fault.ctypes.data
+    dst[5] = o_level.ctypes.data
+    dst[6] = o_leaf.ctypes.data
+    dst[7] = o_shift.ctypes.data
+    dst[8] = o_acc.ctypes.data
+    dst[9] = o_pkey.ctypes.data
+    dst[10] = o_refs.ctypes.data
+    stage = np.empty(STAGE_WORDS, np.int64)   # a block's results, staged for streaming,
+    stg = np.empty(11, np.int64)              # as columns at these addresses
+    aligned = True
+    for c in range(11):
+        stg[c] = stage.ctypes.data + (8 * LANES * c if c < 4 else 8 * LANES * 4 + LANES * (c - 4))
+        aligned = aligned and (dst[c] & 7) == 0
+    stream = not grouped and n >= STREAM_MIN and aligned
     m = memo[t]
     plo, phi = part_bounds(n, parts, t, SUPER)
     for s in range(plo, phi, SUPER):
         _translate_range(s, min(phi, s + SUPER), hp, pstate, addr, kind, user, ac, implicit,
-                         stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem,
-                         o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
-                         o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on, m,
-                         epoch, grouped, g_order, g_rec, in_ptr, in_stride, stream, s8, s1)
+                         stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst,
+                         stg, stream, do_trace, tr_addr, tr_val, prefetch_on, m, epoch, grouped,
+                         g_order, g_rec, in_ptr, in_stride)
     if stream:
         store_fence()
 
 
 @jit_nrt_free
-def _lines_ok(a, size):
-    return a.strides[0] == size and (a.ctypes.data & 7) == 0
-
-
-@jit_nrt_free
-def _streamable(o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift, o_acc,
-                o_pkey, o_refs):
-    """Whether every output column is contiguous and 8-byte aligned (blocks of LANES
-    results then start on 8-byte boundaries: the streaming stores' unit)."""
-    return (_lines_ok(o_gpa, 8) and _lines_ok(o_ec, 8) and _lines_ok(o_eaddr, 8)
-            and _lines_ok(o_eval, 8) and _lines_ok(o_fault, 1) and _lines_ok(o_level, 1)
-            and _lines_ok(o_leaf, 1) and _lines_ok(o_shift, 1) and _lines_ok(o_acc, 1)
-            and _lines_ok(o_pkey, 1) and _lines_ok(o_refs, 1))
-
-
-@jit_nrt_free
-def _stream_words(dst, src, words):
-    for k in range(words):
-        store_stream_u64(dst + 8 * k, load_u64(src + 8 * k))
-
-
-@jit_nrt_free
-def _stream_block(b0, s8, s1, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf, o_shift,
-                  o_acc, o_pkey, o_refs):
-    """A full block's staged results (``s8``: gpa, error code, entry address and value;
-    ``s1``: the seven byte columns) to outputs ``b0 .. b0 + LANES`` with streaming stores,
-    one column at a time (each column's lines fill completely before the next starts)."""
-    p8 = s8.ctypes.data
-    p1 = s1.ctypes.data
-    _stream_words(o_gpa.ctypes.data + 8 * b0, p8, LANES)
-    _stream_words(o_ec.ctypes.data + 8 * b0, p8 + 8 * LANES, LANES)
-    _stream_words(o_eaddr.ctypes.data + 8 * b0, p8 + 16 * LANES, LANES)
-    _stream_words(o_eval.ctypes.data + 8 * b0, p8 + 24 * LANES, LANES)
-    _stream_words(o_fault.ctypes.data + b0, p1, LANES // 8)
-    _stream_words(o_level.ctypes.data + b0, p1 + LANES, LANES // 8)
-    _stream_words(o_leaf.ctypes.data + b0, p1 + 2 * LANES, LANES // 8)
-    _stream_words(o_shift.ctypes.data + b0, p1 + 3 * LANES, LANES // 8)
-    _stream_words(o_acc.ctypes.data + b0, p1 + 4 * LANES, LANES // 8)
-    _stream_words(o_pkey.ctypes.data + b0, p1 + 5 * LANES, LANES // 8)
-    _stream_words(o_refs.ctypes.data + b0, p1 + 6 * LANES, LANES // 8)
+def _stream_block(b0, stg, dst):
+    """A full block's staged results (columns at ``stg``) to results ``b0 .. b0 + LANES``
+    of the columns at ``dst`` with streaming stores, one column at a time (each column's
+    lines fill completely before the next starts)."""
+    for c in range(11):
+        size = 8 if c < 4 else 1
+        d = dst[c] + size * b0
+        src = stg[c]
+        for k in range(LANES * size // 8):
+            store_stream_u64(d + 8 * k, load_u64(src + 8 * k))
 
 
 @jit
@@ -232,14 +218,15 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
 
 @jit_nrt_free
 def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, asid, pkru,
-                     roots, pdptes, fp, rsvd, perms, wopts, mem, o_gpa, o_fault, o_ec, o_level,
-                     o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr,
-                     tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr, in_stride,
-                     stream, s8, s1):
+                     roots, pdptes, fp, rsvd, perms, wopts, mem, dst, stg, stream, do_trace,
+                     tr_addr, tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr,
+                     in_stride):
     """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` (LANES,): the table
     prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
-    the memo is tried again on prefetched blocks, 0 = in use; ``stream``: full blocks go
-    through ``s8``/``s1`` and :func:`_stream_block`)."""
+    the memo is tried again on prefetched blocks, 0 = in use; ``dst``: the result columns'
+    addresses (gpa, error code, entry address and value, fault, fault level, leaf level,
+    page shift, acc, pkey, refs); ``stream``: full blocks of scattered walks are written to the stage's
+    columns at ``stg`` instead and streamed from there by :func:`_stream_block`)."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
@@ -280,6 +267,9 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
                                 addr_mask, slot_base, slot_end, slot_ptr)
         block_memo = use_memo and (memo_pipe or not on_pipe)
         staged = stream and on_pipe and b1 - b0 == LANES
+        w = stg if staged else dst                # result i goes to index i - x0 of w's columns
+        x0 = b0 if staged else np.int64(0)
+        wp = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10])
         if on_pipe and memo_pipe and pipe_looks >= MEMO_TRIAL:
             if 2 * pipe_hits < pipe_looks:
                 memo_pipe = False
@@ -333,34 +323,21 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
                 rec[j, 3] = ev
                 rec[j, 4] = (f | (lvl << 8) | (leaf << 16) | (sh << 24) | (acc << 32)
                              | (pkey << 40) | (refs << 48))
-            elif staged:
-                lane = j - b0
-                s8[0, lane] = gpa
-                s8[1, lane] = ec
-                s8[2, lane] = ea
-                s8[3, lane] = ev
-                s1[0, lane] = f
-                s1[1, lane] = lvl
-                s1[2, lane] = leaf
-                s1[3, lane] = sh
-                s1[4, lane] = acc
-                s1[5, lane] = pkey
-                s1[6, lane] = refs
             else:
-                o_fault[i] = f
-                o_ec[i] = ec
-                o_level[i] = lvl
-                o_eaddr[i] = ea
-                o_eval[i] = ev
-                o_leaf[i] = leaf
-                o_shift[i] = sh
-                o_acc[i] = acc
-                o_pkey[i] = pkey
-                o_refs[i] = refs
-                o_gpa[i] = gpa
+                x = j - x0
+                store_u64(wp[0] + 8 * x, gpa)
+                store_u64(wp[1] + 8 * x, ec)
+                store_u64(wp[2] + 8 * x, ea)
+                store_u64(wp[3] + 8 * x, ev)
+                store_u8(wp[4] + x, f)
+                store_u8(wp[5] + x, lvl)
+                store_u8(wp[6] + x, leaf)
+                store_u8(wp[7] + x, sh)
+                store_u8(wp[8] + x, acc)
+                store_u8(wp[9] + x, pkey)
+                store_u8(wp[10] + x, refs)
         if staged:
-            _stream_block(b0, s8, s1, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
-                          o_shift, o_acc, o_pkey, o_refs)
+            _stream_block(b0, stg, dst)
 
 
 @jit

@@ -83,6 +83,9 @@ if _numba.config.DISABLE_JIT:
     def store_u32(addr, value):
         _ctypes.c_uint32.from_address(int(addr)).value = int(value) & 0xFFFFFFFF
 
+    def store_u8(addr, value):
+        _ctypes.c_uint8.from_address(int(addr)).value = int(value) & 0xFF
+
     def prefetch(addr):
         pass
 
@@ -126,6 +129,15 @@ else:
         def codegen(context, builder, signature, args):
             ptr = builder.inttoptr(args[0], _ir.IntType(32).as_pointer())
             builder.store(builder.trunc(args[1], _ir.IntType(32)), ptr, align=1)
+            return context.get_dummy_value()
+        return _types.void(_types.int64, _types.int64), codegen
+
+    @_intrinsic
+    def store_u8(typingctx, addr, value):
+        """Store the low byte of ``value`` at host address ``addr``."""
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(8).as_pointer())
+            builder.store(builder.trunc(args[1], _ir.IntType(8)), ptr)
             return context.get_dummy_value()
         return _types.void(_types.int64, _types.int64), codegen
 
