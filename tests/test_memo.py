@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import reference as ref
 from conftest import ref_reader
 from randtables import random_addresses, random_memory
-from vecmmu import CpuRole, Fault, Mmu, PageWalk, PagingMode
+from vecmmu import CpuRole, Fault, Mmu, PageWalk, PagingMode, make_accesses
 from vecmmu.kernels import cpu_walk
 
 FAULT_OF = {"none": Fault.NONE, "pf": Fault.PF, "gp": Fault.GP, "ss": Fault.SS,
@@ -221,7 +221,10 @@ def test_grouped_order_groups_by_region():
     order = np.full(n, -1, np.int64)
     inv = np.full(n, -1, np.int64)
     hist = np.full(cpu_walk.GROUP_BUCKETS_MAX + 1, 7, np.int64)     # scratch: not zeroed
-    cpu_walk._group_part(addr, asid, lo, hi, np.int64(48), order, inv, hist)
+    batch = make_accesses(addr.view(np.uint64))                     # read by field offset
+    cpu_walk._group_part(batch.ctypes.data, n, batch.dtype.itemsize,
+                         np.int64(batch.dtype.fields["addr"][1]), asid, lo, hi, np.int64(48),
+                         order, inv, hist)
     part = order[lo:hi]
     assert sorted(part) == list(range(lo, hi))
     assert (inv[part] == np.arange(lo, hi)).all()

@@ -29,8 +29,11 @@ ACCESS_DTYPE = np.dtype([
     ("addr", "<u8"), ("kind", "u1"), ("user", "u1"), ("ac", "u1"), ("implicit", "u1"),
     ("stack", "u1"), ("size", "<u4"), ("asid", "<u4"),
 ])
-# the batch check reads the four flag bytes as one u32 (kernels.trace_parse.scan_accesses)
+# the batch check and the walk kernel read the four flag bytes as one u32
+# (kernels.trace_parse.scan_accesses, kernels.cpu_walk.cpu_translate), and the kind byte as
+# the low byte of a u32 inside the record
 assert [ACCESS_DTYPE.fields[k][1] for k in ("user", "ac", "implicit", "stack")] == [9, 10, 11, 12]
+assert ACCESS_DTYPE.fields["kind"][1] + 4 <= ACCESS_DTYPE.itemsize
 
 _KIND_WORDS = {"r": 0, "read": 0, "l": 0, "load": 0,
                "w": 1, "write": 1, "s": 1, "store": 1,

@@ -436,21 +436,9 @@ class PageWalk:
                   | sel["implicit"] * np.uint8(KW.AF_IMPLICIT) | sel["stack"] * np.uint8(KW.AF_STACK))
         with _num_threads(threads):
             if self.kind == "cpu":
-                # Numba types a field view of one access as contiguous ('C'), where longer
-                # batches give strided ('A') views: a second compile of the walk kernel
-                # (seconds) just for one address. One access is walked twice instead (the
-                # same walk; A/D flags it sets are set again), and row 0 is kept.
-                k = 2 if n == 1 else n
-                tr = (np.full((k, 5), -1, np.int64), np.zeros((k, 5), np.int64)) if trace else None
-                out = {}
-                if n == 1:
-                    sel = np.repeat(sel, 2)
-                    af = None if af is None else np.repeat(af, 2)
-                self._run(out, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
+                tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64)) if trace else None
+                self._run(cols, sel, af, asids, pk, tr, ad, int(chunk), progress, order,
                           bool(prefetch), bool(memo))
-                cols.update((c, v[:n]) for c, v in out.items())
-                if tr is not None:
-                    tr = (tr[0][:n], tr[1][:n])
                 return Translation(cols, tr, mode_name=name, semantics=self.semantics)
             if self.kind == "nested":
                 return self._run_nested(cols, af, asids, pk, trace, int(chunk), progress, name,
@@ -480,10 +468,11 @@ class PageWalk:
             cols[k] = _empty_lines(n, dt)
         memt = self.mem.slot_pointers()
         params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
-        # always the batch's own field views (one kernel signature for every mode: the
-        # kernel truncates 32-bit linear addresses itself)
-        fields = [sel[k] for k in ("addr", "kind", "user", "ac", "implicit", "stack")]
-        fields[0] = fields[0].view(np.int64)
+        # the batch's records, read by field offset (one kernel signature for every batch
+        # length and mode: the kernel truncates 32-bit linear addresses itself)
+        sel = np.ascontiguousarray(sel)
+        raw, size = sel.view(np.uint8).reshape(-1), sel.dtype.itemsize
+        f_addr, f_kind, f_flags = (np.int64(sel.dtype.fields[k][1]) for k in ("addr", "kind", "user"))
         out_names = ("gpa", "fault", "error_code", "fault_level", "entry_addr", "entry_value",
                      "leaf_level", "page_shift", "acc", "pkey", "refs")
         outs = [cols[k].view(np.int64) if cols[k].dtype == np.uint64 else cols[k] for k in out_names]
@@ -492,11 +481,7 @@ class PageWalk:
         need_trace = tr is not None or ad is not None
         dummy = (np.full((1, 5), -1, np.int64), np.zeros((1, 5), np.int64))
         grouped = order == "grouped"
-        # chunks of at least two accesses: the field views of a single access are
-        # contiguous, a kernel signature of their own (translate() pads a batch of one)
-        bounds = list(range(0, n, max(2, chunk))) + [n]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-            del bounds[-2]
+        bounds = list(range(0, n, chunk)) + [n]
         m = max(np.diff(bounds), default=1) if grouped else 1    # grouped: the kernel's scratch
         g_order, g_inv, g_rec = np.empty(m, np.int64), np.empty(m, np.int64), np.empty((m, 5), np.int64)
         prog = _Progress(n, "translating", progress)
@@ -519,11 +504,12 @@ class PageWalk:
                 sl = slice(0, hi - lo) if g else slice(0, 1)
                 parts = memo.shape[0]
                 if g:
-                    run_parts(K.group_parts, parts, fields[0][lo:hi], a, parts, params[3],
-                              g_order[sl], g_inv[sl])
-                run_parts(K.cpu_translate, parts, *[x[lo:hi] for x in fields], a, k, self._roots,
-                          self._pdptes_i, params, rsvd, perms, self._wopts, memt, *o, need_trace,
-                          t[0], t[1], prefetch, memo, epoch, g, g_order[sl], g_rec[sl])
+                    run_parts(K.group_parts, parts, raw[lo * size:hi * size], size, f_addr, a,
+                              parts, params[3], g_order[sl], g_inv[sl])
+                run_parts(K.cpu_translate, parts, raw[lo * size:hi * size], size, f_addr, f_kind,
+                          f_flags, a, k, self._roots, self._pdptes_i, params, rsvd, perms,
+                          self._wopts, memt, *o, need_trace, t[0], t[1], prefetch, memo, epoch,
+                          g, g_order[sl], g_rec[sl])
                 if g:
                     run_parts(K.ungroup_parts, parts, parts, g_inv[sl], g_rec[sl], *o)
                 if ad == "trace" or (ad == "snapshot" and p == 1):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._jit import jit, jit_nrt_free, jit_walker, part_bounds
 from .memo import memo_fill, memo_find, memo_result, memo_row, memo_tag
-from .physmem import (host_addr, load_u64, prefetch, read_ptr, store_fence, store_stream_u64,
+from .physmem import (host_addr, load_u32, load_u64, prefetch, read_ptr, store_fence, store_stream_u64,
                       store_u8, store_u64, write_ptr)
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE, D_BIT,
                       F_GP, F_NONE, F_SS, F_UNBACKED, walk_x86_flat)
@@ -27,14 +27,14 @@ MEMO_RETRY = 32         # ranges (of SUPER accesses) without it before the next 
 
 
 @jit_walker
-def _prefetch_block(b0, b1, cur, addr, asid, per_asid, roots, order, ordered, root_level,
-                    addr_mask, slot_base, slot_end, slot_ptr):
+def _prefetch_block(b0, b1, cur, in_ptr, in_stride, f_addr, asid, per_asid, roots, order,
+                    ordered, root_level, addr_mask, slot_base, slot_end, slot_ptr):
     """Request the table entries below the root of walks ``b0..b1`` (walk positions),
     level by level: every walk's entry at one level is requested before any is read, so
     a thread has as many misses in flight as the hardware allows; each is read one level
     later to find the next. ``cur`` (>= ``b1 - b0``): per walk, the host address of its
     entry at the current level, or -1 (the walk stops there: not present, a large page,
-    outside memory).
+    outside memory). Addresses are read from the access records (:func:`cpu_translate`).
 
     A hint only: it follows present, non-large entries through the address mask and
     checks nothing else; the walk reads and checks every entry itself, so no result
@@ -44,7 +44,8 @@ def _prefetch_block(b0, b1, cur, addr, asid, per_asid, roots, order, ordered, ro
         i = order[b0 + k] if ordered else np.int64(b0 + k)
         cur[k] = host_addr(slot_base, slot_end, slot_ptr,
                            roots[asid[i] if per_asid else asid[0]]
-                           + ((addr[i] >> (9 * root_level)) & (511 * 8)), 8)
+                           + ((load_u64(in_ptr + i * in_stride + f_addr) >> (9 * root_level))
+                              & (511 * 8)), 8)
     for stage in range(root_level - 1, 0, -1):      # read level stage + 1, request level stage
         for k in range(m):
             hp = cur[k]
@@ -53,24 +54,28 @@ def _prefetch_block(b0, b1, cur, addr, asid, per_asid, roots, order, ordered, ro
                 e = load_u64(hp)
                 if (e & 1) != 0 and (stage >= 3 or (e & 0x80) == 0):   # large: levels 2, 3
                     i = order[b0 + k] if ordered else np.int64(b0 + k)
+                    va = load_u64(in_ptr + i * in_stride + f_addr)
                     p = host_addr(slot_base, slot_end, slot_ptr,
-                                  (e & addr_mask) + ((addr[i] >> (9 * stage)) & (511 * 8)), 8)
+                                  (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8)), 8)
                     if p >= 0:
                         prefetch(p)
             cur[k] = p
 
 
 @jit
-def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, pdptes, fp, rsvd,
+def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, pdptes, fp, rsvd,
                   perms, wopts, mem, o_gpa, o_fault, o_ec, o_level, o_eaddr, o_eval, o_leaf,
                   o_shift, o_acc, o_pkey, o_refs, do_trace, tr_addr, tr_val, prefetch_on,
                   memo, epoch, grouped, g_order, g_rec):
-    """Batch ``cpu_walk``, part ``t``: translate ``addr[i]`` for every i of the part
+    """Batch ``cpu_walk``, part ``t``: translate access i for every i of the part
     (results in input order).
 
-    ``addr``, ``kind``, ``user``, ``ac``, ``implicit``, ``stack`` are the fields of an
-    access batch (strided views are fine: no temporaries are made); ``asid`` and ``pkru``
-    have length 1 (one for the batch) or ``len(addr)``; ``fp`` is
+    ``raw`` is the flat uint8 view of a contiguous access batch of ``itemsize``-byte
+    records, read by field offset (as the batch check reads it, so a batch of any length,
+    one access included, is the same kernel signature): ``f_addr`` the u64 address,
+    ``f_kind`` the kind byte, ``f_flags`` the first of the four flag bytes (user, ac,
+    implicit, stack). ``asid`` and ``pkru`` have length 1 (one for the batch) or one per
+    access; ``fp`` is
     :meth:`vecmmu.format.PageFormat.params`; ``mem`` the memslot view.
     ``memo`` ``(parts, rows, 4)`` int64: the work is split into ``parts`` contiguous
     parts (:func:`part_bounds`), run in parallel by :func:`vecmmu.kernels._jit.run_parts`,
@@ -89,10 +94,9 @@ def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, p
     read in first nor evict the table lines the walks need. (Blocks of local walks gain
     nothing from it, measured: their tables stay in cache.) No result depends on it.
     """
-    n = addr.shape[0]
+    n = raw.shape[0] // itemsize
     parts = memo.shape[0]
-    in_ptr = addr.ctypes.data                 # the access records (addr is their first field)
-    in_stride = addr.strides[0]
+    in_ptr = raw.ctypes.data
     hp = np.empty(LANES, np.int64)            # the table prefetch's scratch
     pstate = np.zeros(1, np.int64)            # the memo on prefetched blocks
     dst = np.empty(11, np.int64)              # the result columns' addresses, word ones first
@@ -117,10 +121,10 @@ def cpu_translate(t, addr, kind, user, ac, implicit, stack, asid, pkru, roots, p
     m = memo[t]
     plo, phi = part_bounds(n, parts, t, SUPER)
     for s in range(plo, phi, SUPER):
-        _translate_range(s, min(phi, s + SUPER), hp, pstate, addr, kind, user, ac, implicit,
-                         stack, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst,
+        _translate_range(s, min(phi, s + SUPER), n, hp, pstate, in_ptr, itemsize, f_addr, f_kind,
+                         f_flags, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst,
                          stg, stream, do_trace, tr_addr, tr_val, prefetch_on, m, epoch, grouped,
-                         g_order, g_rec, in_ptr, in_stride)
+                         g_order, g_rec)
     if stream:
         store_fence()
 
@@ -139,12 +143,15 @@ def _stream_block(b0, stg, dst):
 
 
 @jit
-def group_parts(t, addr, asid, parts, va_bits, g_order, g_inv):
-    """Grouped order, pass 1, part ``t`` of ``parts``: its walk order (:func:`_group_part`)."""
-    plo, phi = part_bounds(addr.shape[0], parts, t, SUPER)
+def group_parts(t, raw, itemsize, f_addr, asid, parts, va_bits, g_order, g_inv):
+    """Grouped order, pass 1, part ``t`` of ``parts``: its walk order (:func:`_group_part`;
+    the batch as :func:`cpu_translate` reads it)."""
+    n = raw.shape[0] // itemsize
+    plo, phi = part_bounds(n, parts, t, SUPER)
     if phi > plo:
         hist = np.empty(GROUP_BUCKETS_MAX + 1, np.int64)     # counting-sort scratch
-        _group_part(addr, asid, plo, phi, va_bits, g_order, g_inv, hist)
+        _group_part(raw.ctypes.data, n, itemsize, f_addr, asid, plo, phi, va_bits, g_order,
+                    g_inv, hist)
 
 
 @jit
@@ -158,15 +165,15 @@ def ungroup_parts(t, parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr
                  o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)
 
 
-@jit
-def _group_part(addr, asid, lo, hi, va_bits, g_order, g_inv, hist):
+@jit_nrt_free
+def _group_part(in_ptr, n, in_stride, f_addr, asid, lo, hi, va_bits, g_order, g_inv, hist):
     """The walk order of accesses ``lo..hi`` grouped by (asid, 2 MiB region): one counting
     sort on a hash of the region into buckets of about 32 accesses (stable within a
     bucket; contiguous regions go to consecutive buckets), so the walks of one region,
     which share their table lines, run together. ``g_order[pos]`` is the access walked at
     position ``pos``, ``g_inv[i]`` the position of access ``i``. ``hist``: scratch of
-    ``GROUP_BUCKETS_MAX + 1`` words."""
-    n = addr.shape[0]
+    ``GROUP_BUCKETS_MAX + 1`` words. Access i's address is the u64 at ``in_ptr + i *
+    in_stride + f_addr``; ``n`` accesses in all."""
     per_asid = asid.shape[0] == n and n > 1
     bits = 4
     while (np.int64(1) << bits) < GROUP_BUCKETS_MAX and (np.int64(32) << bits) < hi - lo:
@@ -174,7 +181,7 @@ def _group_part(addr, asid, lo, hi, va_bits, g_order, g_inv, hist):
     nb = np.int64(1) << bits
     hist[:nb + 1] = 0
     for i in range(lo, hi):
-        a = addr[i]
+        a = load_u64(in_ptr + i * in_stride + f_addr)
         if va_bits == 32:
             a &= 0xFFFFFFFF
         r = (a >> 21) & ((np.int64(1) << 43) - 1)
@@ -217,17 +224,15 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
 
 
 @jit_nrt_free
-def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, asid, pkru,
-                     roots, pdptes, fp, rsvd, perms, wopts, mem, dst, stg, stream, do_trace,
-                     tr_addr, tr_val, prefetch_on, memo, epoch, ordered, order, rec, in_ptr,
-                     in_stride):
-    """Addresses ``lo..hi`` of :func:`cpu_translate` (``hp`` (LANES,): the table
+def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f_flags, asid,
+                     pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst, stg, stream,
+                     do_trace, tr_addr, tr_val, prefetch_on, memo, epoch, ordered, order, rec):
+    """Accesses ``lo..hi`` of :func:`cpu_translate` (``n`` in all; ``hp`` (LANES,): the table
     prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
     the memo is tried again on prefetched blocks, 0 = in use; ``dst``: the result columns'
     addresses (gpa, error code, entry address and value, fault, fault level, leaf level,
     page shift, acc, pkey, refs); ``stream``: full blocks of scattered walks are written to the stage's
     columns at ``stg`` instead and streamed from there by :func:`_stream_block`)."""
-    n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
     slot_base, slot_end, slot_ptr = mem
@@ -261,10 +266,12 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
         if depth > 0:
             i0 = order[b0] if ordered else np.int64(b0)
             i1 = order[b1 - 1] if ordered else np.int64(b1 - 1)
-            on_pipe = ((addr[i0] ^ addr[i1]) >> 21) != 0 or (per_asid and asid[i0] != asid[i1])
+            on_pipe = (((load_u64(in_ptr + i0 * in_stride + f_addr)
+                         ^ load_u64(in_ptr + i1 * in_stride + f_addr)) >> 21) != 0
+                       or (per_asid and asid[i0] != asid[i1]))
             if on_pipe:
-                _prefetch_block(b0, b1, hp, addr, asid, per_asid, roots, order, ordered, fp[0],
-                                addr_mask, slot_base, slot_end, slot_ptr)
+                _prefetch_block(b0, b1, hp, in_ptr, in_stride, f_addr, asid, per_asid, roots,
+                                order, ordered, fp[0], addr_mask, slot_base, slot_end, slot_ptr)
         block_memo = use_memo and (memo_pipe or not on_pipe)
         staged = stream and on_pipe and b1 - b0 == LANES
         w = stg if staged else dst                # result i goes to index i - x0 of w's columns
@@ -282,25 +289,28 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
                 i = order[j]
             a = asid[i] if per_asid else asid[0]
             pk = pkru[i] if per_pkru else pkru[0]
-            k = kind[i]
+            rp = in_ptr + i * in_stride
+            va = load_u64(rp + f_addr)
+            k = load_u32(rp + f_kind) & 0xFF
+            fw = load_u32(rp + f_flags)           # user, ac, implicit, stack: one byte each
             af = np.int64(0)
             if k == 1:
                 af = np.int64(AF_WRITE)
             elif k == 2:
                 af = np.int64(AF_FETCH)
-            if user[i] != 0:
+            if (fw & 0xFF) != 0:
                 af |= AF_USER
-            if ac[i] != 0:
+            if (fw & 0xFF00) != 0:
                 af |= AF_AC
-            if implicit[i] != 0:
+            if (fw & 0xFF0000) != 0:
                 af |= AF_IMPLICIT
-            if stack[i] != 0:
+            if (fw & 0xFF000000) != 0:
                 af |= AF_STACK
             hit = np.int64(-1)
             tag = np.int64(0)
             row = np.int64(0)
             if block_memo:
-                tag = memo_tag(addr[i], a, va_bits)
+                tag = memo_tag(va, a, va_bits)
                 row = memo_row(tag, set_mask)
                 hit = memo_find(memo, row, tag, epoch)
                 if on_pipe:
@@ -308,10 +318,10 @@ def _translate_range(lo, hi, hp, pstate, addr, kind, user, ac, implicit, stack, 
                     pipe_hits += hit >= 0
             if hit >= 0:
                 (f, ec, lvl, ea, ev, leaf, sh, acc, pkey, refs, gpa) = memo_result(
-                    memo, hit, addr[i], af, pk, fp, perms, slot_base, slot_end)
+                    memo, hit, va, af, pk, fp, perms, slot_base, slot_end)
             else:
                 (f, ec, q, st, lvl, glvl, ea, ev, leaf, sh, acc, pkey, refs, gpa, hpa, fg, tsh,
-                 tacc) = walk_x86_flat(i, addr[i], af, roots[a], pdptes, a, pk, fp, rsvd, perms,
+                 tacc) = walk_x86_flat(i, va, af, roots[a], pdptes, a, pk, fp, rsvd, perms,
                                        wopts, mem, do_trace, tr_addr, tr_val, None, i, True)
                 if block_memo:
                     memo_fill(memo, row, tag, epoch, f, ec, lvl, ea, ev, leaf, sh, acc, pkey,
