@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from vecmmu import Mmu
+from vecmmu import Fault, Mmu
 from vecmmu.kernels import cpu_walk
 
 watchable = pytest.mark.skipif(
@@ -165,3 +165,41 @@ def test_scattered_blocks_are_streamed_in_whole(monkeypatch):
     for col, v in plain.columns().items():
         if col != "access":                       # the access index runs on
             assert np.array_equal(np.concatenate([v, v]), r.columns()[col]), col
+
+
+@watchable
+@pytest.mark.nojit
+def test_memo_hits_are_not_prefetched_or_streamed(monkeypatch):
+    """A scattered block looks its pages up in the walk memo first: walks that hit are not
+    prefetched, and a block of hits is not streamed (a real trace's blocks span regions,
+    but its pages are in the memo). The same 64 scattered walks twice in one call: the
+    second block requests (almost) nothing and streams nothing, and the results repeat."""
+    m, vas = _guest("4level")
+    w = m.walker()
+    L = cpu_walk.LANES
+    kept = vas[w.translate(vas).fault != Fault.UNBACKED]    # outcomes the memo keeps
+    once = kept[:L]
+    assert (int(once[0]) ^ int(once[-1])) >> 21          # a scattered block
+    seen, streamed = [], [0]
+    monkeypatch.setattr(cpu_walk, "prefetch", seen.append)
+    real = cpu_walk.store_stream_u64
+
+    def counting(addr, value):
+        streamed[0] += 1
+        real(addr, value)
+
+    monkeypatch.setattr(cpu_walk, "store_stream_u64", counting)
+    monkeypatch.setattr(cpu_walk, "STREAM_MIN", L)
+    one = w.translate(once)
+    first = (len(seen), streamed[0])
+    assert first[0] > 0 and first[1] == 4 * L + 7 * L // 8
+    seen.clear()
+    streamed[0] = 0
+    two = w.translate(np.concatenate([once, once]))
+    # the second block: memo hits, but for the odd page its 2-way set did not keep; with
+    # every walk prefetched it would request as much as the first
+    assert first[0] <= len(seen) <= first[0] + first[0] // 10
+    assert streamed[0] == first[1]
+    for col, v in one.columns().items():
+        if col != "access":
+            assert np.array_equal(np.concatenate([v, v]), two.columns()[col]), col

@@ -28,13 +28,15 @@ MEMO_RETRY = 32         # ranges (of SUPER accesses) without it before the next 
 
 @jit_walker
 def _prefetch_block(b0, b1, cur, in_ptr, in_stride, f_addr, asid, per_asid, roots, order,
-                    ordered, root_level, addr_mask, slot_base, slot_end, slot_ptr):
+                    ordered, root_level, addr_mask, slot_base, slot_end, slot_ptr, hits,
+                    use_hits):
     """Request the table entries below the root of walks ``b0..b1`` (walk positions),
     level by level: every walk's entry at one level is requested before any is read, so
     a thread has as many misses in flight as the hardware allows; each is read one level
     later to find the next. ``cur`` (>= ``b1 - b0``): per walk, the host address of its
     entry at the current level, or -1 (the walk stops there: not present, a large page,
     outside memory). Addresses are read from the access records (:func:`cpu_translate`).
+    With ``use_hits``, walk k is skipped if ``hits[k] >= 0`` (its page is in the memo).
 
     A hint only: it follows present, non-large entries through the address mask and
     checks nothing else; the walk reads and checks every entry itself, so no result
@@ -42,6 +44,9 @@ def _prefetch_block(b0, b1, cur, in_ptr, in_stride, f_addr, asid, per_asid, root
     m = b1 - b0
     for k in range(m):                    # root entries: read directly (few, in cache)
         i = order[b0 + k] if ordered else np.int64(b0 + k)
+        if use_hits and hits[k] >= 0:
+            cur[k] = -1
+            continue
         cur[k] = host_addr(slot_base, slot_end, slot_ptr,
                            roots[asid[i] if per_asid else asid[0]]
                            + ((load_u64(in_ptr + i * in_stride + f_addr) >> (9 * root_level))
@@ -87,8 +92,8 @@ def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, 
 
     The outputs ``o_*`` are contiguous (the kernel writes them through their addresses).
     A call in input order of at least ``STREAM_MIN`` accesses, whose outputs start on
-    8-byte boundaries, writes the results of its prefetched blocks (scattered walks) past
-    the caches: each full block of ``LANES`` results is staged in L1 and then stored
+    8-byte boundaries, writes the results of its prefetched blocks (scattered walks, most
+    of them missing the walk memo) past the caches: each full block of ``LANES`` results is staged in L1 and then stored
     column by column with streaming stores (:func:`_stream_block`). Results that big are
     not read back before they leave the cache anyway; this way their lines are neither
     read in first nor evict the table lines the walks need. (Blocks of local walks gain
@@ -99,6 +104,7 @@ def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, 
     in_ptr = raw.ctypes.data
     hp = np.empty(LANES, np.int64)            # the table prefetch's scratch
     pstate = np.zeros(1, np.int64)            # the memo on prefetched blocks
+    ms = np.empty((3, LANES), np.int64)       # a prefetched block's memo rows, tags, hits
     dst = np.empty(11, np.int64)              # the result columns' addresses, word ones first
     dst[0] = o_gpa.ctypes.data
     dst[1] = o_ec.ctypes.data
@@ -124,7 +130,7 @@ def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, 
         _translate_range(s, min(phi, s + SUPER), n, hp, pstate, in_ptr, itemsize, f_addr, f_kind,
                          f_flags, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst,
                          stg, stream, do_trace, tr_addr, tr_val, prefetch_on, m, epoch, grouped,
-                         g_order, g_rec)
+                         g_order, g_rec, ms)
     if stream:
         store_fence()
 
@@ -226,7 +232,8 @@ def _ungroup(lo, hi, g_inv, g_rec, rec_ptr, o_gpa, o_fault, o_ec, o_level, o_ead
 @jit_nrt_free
 def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f_flags, asid,
                      pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst, stg, stream,
-                     do_trace, tr_addr, tr_val, prefetch_on, memo, epoch, ordered, order, rec):
+                     do_trace, tr_addr, tr_val, prefetch_on, memo, epoch, ordered, order, rec,
+                     ms):
     """Accesses ``lo..hi`` of :func:`cpu_translate` (``n`` in all; ``hp`` (LANES,): the table
     prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
     the memo is tried again on prefetched blocks, 0 = in use; ``dst``: the result columns'
@@ -247,7 +254,8 @@ def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f
     # their lookups have hit less than half the time, they stop for MEMO_RETRY ranges of
     # this part, then try again (a real trace mixes code, stack and heap in every block
     # but reuses few pages; scattered walks over large tables miss the memo as they miss
-    # the cache).
+    # the cache). A prefetched block that uses the memo looks all its pages up first, and
+    # only its walks that miss are prefetched.
     depth = fp[0] - 1 if (prefetch_on and fp[0] >= 4) else 0
     memo_pipe = use_memo and pstate[0] == 0
     if pstate[0] > 0:
@@ -269,11 +277,30 @@ def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f
             on_pipe = (((load_u64(in_ptr + i0 * in_stride + f_addr)
                          ^ load_u64(in_ptr + i1 * in_stride + f_addr)) >> 21) != 0
                        or (per_asid and asid[i0] != asid[i1]))
-            if on_pipe:
-                _prefetch_block(b0, b1, hp, in_ptr, in_stride, f_addr, asid, per_asid, roots,
-                                order, ordered, fp[0], addr_mask, slot_base, slot_end, slot_ptr)
         block_memo = use_memo and (memo_pipe or not on_pipe)
-        staged = stream and on_pipe and b1 - b0 == LANES
+        # a prefetched block that uses the memo looks its pages up first, and only the
+        # walks that miss it are prefetched (a real trace: its blocks span regions, but
+        # most of its pages are in the memo)
+        looked = on_pipe and block_memo
+        misses = b1 - b0
+        if looked:
+            misses = 0
+            for q in range(b1 - b0):
+                i = order[b0 + q] if ordered else np.int64(b0 + q)
+                tag = memo_tag(load_u64(in_ptr + i * in_stride + f_addr),
+                               asid[i] if per_asid else asid[0], va_bits)
+                row = memo_row(tag, set_mask)
+                ms[0, q] = row
+                ms[1, q] = tag
+                ms[2, q] = memo_find(memo, row, tag, epoch)
+                misses += ms[2, q] < 0
+        if on_pipe and misses > 0:
+            _prefetch_block(b0, b1, hp, in_ptr, in_stride, f_addr, asid, per_asid, roots, order,
+                            ordered, fp[0], addr_mask, slot_base, slot_end, slot_ptr, ms[2],
+                            looked)
+        # streamed: full blocks of scattered walks that mostly miss the memo (the walks of
+        # large tables; a block of memo hits is cheap, and streaming would slow it down)
+        staged = stream and on_pipe and b1 - b0 == LANES and 2 * misses >= LANES
         w = stg if staged else dst                # result i goes to index i - x0 of w's columns
         x0 = b0 if staged else np.int64(0)
         wp = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10])
@@ -309,10 +336,15 @@ def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f
             hit = np.int64(-1)
             tag = np.int64(0)
             row = np.int64(0)
-            if block_memo:
+            if looked:           # found again: a fill earlier in the block may move a way
+                row = ms[0, j - b0]
+                tag = ms[1, j - b0]
+                hit = memo_find(memo, row, tag, epoch)
+            elif block_memo:
                 tag = memo_tag(va, a, va_bits)
                 row = memo_row(tag, set_mask)
                 hit = memo_find(memo, row, tag, epoch)
+            if block_memo:
                 if on_pipe:
                     pipe_looks += 1
                     pipe_hits += hit >= 0
