@@ -151,7 +151,6 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-
 def _empty_lines(n: int, dtype) -> np.ndarray:
     """``np.empty(n, dtype)`` starting on a 64-byte cache line: a large walk writes its
     results with streaming stores in whole lines (:data:`vecmmu.kernels.cpu_walk.STREAM_MIN`)."""
@@ -159,6 +158,7 @@ def _empty_lines(n: int, dtype) -> np.ndarray:
     raw = np.empty(n * dtype.itemsize + 64, np.uint8)
     off = -raw.ctypes.data % 64
     return raw[off:off + n * dtype.itemsize].view(dtype)
+
 
 class PageWalk:
     """A page-table walker over a :class:`PhysMem` (KVM's ``kvm_pagewalk``).

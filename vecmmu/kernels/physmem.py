@@ -172,9 +172,13 @@ else:
     @_intrinsic
     def store_fence(typingctx):
         """Order every earlier store, streaming ones included, before any later one
-        (``mfence``): what another thread reads after the kernel returns is complete."""
+        (``sfence``; LLVM's own ``fence`` becomes a locked instruction, which the manuals
+        do not promise for non-temporal stores): what another thread reads after the
+        kernel returns is complete."""
         def codegen(context, builder, signature, args):
-            builder.fence("seq_cst")
+            fnty = _ir.FunctionType(_ir.VoidType(), [])
+            fn = _cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.sfence")
+            builder.call(fn, [])
             return context.get_dummy_value()
         return _types.void(), codegen
 
