@@ -203,3 +203,22 @@ def test_memo_hits_are_not_prefetched_or_streamed(monkeypatch):
     for col, v in one.columns().items():
         if col != "access":
             assert np.array_equal(np.concatenate([v, v]), two.columns()[col]), col
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="reads the compiled code")
+def test_streaming_store_and_fence_instructions():
+    """Non-temporal stores are weakly ordered; the manuals promise their ordering only for
+    SFENCE and MFENCE (LLVM's own fence becomes a locked instruction). The intrinsics the
+    walk kernel ends its streaming with compile to movnti and sfence."""
+    from vecmmu.kernels.physmem import store_fence, store_stream_u64
+
+    @numba.njit(cache=False)
+    def put(p, v):
+        store_stream_u64(p, v)
+        store_fence()
+
+    a = np.zeros(2, np.int64)
+    put(a.ctypes.data, 7)
+    assert list(a) == [7, 0]
+    asm = "\n".join(put.inspect_asm().values())
+    assert "movnti" in asm and "sfence" in asm
