@@ -270,3 +270,43 @@ def test_memslot_layout_compiles_nothing_new():
         assert list_mappings(w).to_frame().equals(want)
         assert list(w.translate([0x400000, 0x401000, 0x500000]).fault) == [0, 0, 1]
     assert (set(KS.scan_tables.signatures), set(K.cpu_translate.signatures)) == before
+
+
+_ONE_SIGNATURE = r"""
+import importlib, pkgutil
+import numpy as np
+import vecmmu as V
+import vecmmu.kernels as KP
+m = V.Mmu.for_mode("4level", ram_size=16 << 20)
+m.map(0x400000, 16 * 4096)
+w = m.walker()
+a = np.arange(300, dtype=np.uint64) * 4096 % (16 * 4096) + 0x400000
+w.translate(a)
+w.translate(a[:1])
+w.translate(a, order="grouped")
+w.translate(a, trace=True, ad="trace")
+w.explain(0x400000)
+for info in pkgutil.iter_modules(KP.__path__):
+    mod = importlib.import_module("vecmmu.kernels." + info.name)
+    for name, f in vars(mod).items():
+        if getattr(getattr(f, "py_func", None), "__module__", None) == mod.__name__:
+            if len(f.signatures) > 1:
+                print(info.name, name, [str(s) for s in f.signatures])
+"""
+
+
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
+                    reason="about compiled signatures; nothing is compiled with the JIT off")
+def test_helpers_compile_once_per_walk(tmp_path):
+    """On an empty cache, a 1-D walk in every order and mode compiles each kernel and
+    helper once: a literal int argument (``host_addr(..., 8)``) is a signature of its
+    own, one more compile (0.1-0.3 s each) of the first translate(); helpers are called
+    with numpy-scalar constants instead."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _ONE_SIGNATURE], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == "", out.stdout

@@ -14,12 +14,13 @@ from .memo import memo_fill, memo_find, memo_result, memo_row, memo_tag
 from .physmem import (host_addr, load_u32, load_u64, prefetch, read_ptr, store_fence, store_stream_u64,
                       store_u8, store_u64, write_ptr)
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE, D_BIT,
-                      F_GP, F_NONE, F_SS, F_UNBACKED, walk_x86_flat)
+                      F_GP, F_NONE, F_SS, F_UNBACKED, _I8, walk_x86_flat)
 
 
 GROUP_BUCKETS_MAX = 1 << 16     # order="grouped": counting-sort buckets per part, at most
 LANES = 64          # walks per block: the unit of the table prefetch
 SUPER = 4096        # addresses per _translate_range call (parts are whole ranges)
+_SUPER = np.int64(SUPER)    # as an argument: a literal int would be a signature of its own
 STREAM_MIN = 1 << 18    # chunks of at least this many accesses write results past the caches
 STAGE_WORDS = 4 * LANES + 7 * LANES // 8    # one block's results, staged for streaming
 MEMO_TRIAL = 64         # lookups on prefetched blocks that decide whether the memo pays there
@@ -50,7 +51,7 @@ def _prefetch_block(b0, b1, cur, in_ptr, in_stride, f_addr, asid, per_asid, root
         cur[k] = host_addr(slot_base, slot_end, slot_ptr,
                            roots[asid[i] if per_asid else asid[0]]
                            + ((load_u64(in_ptr + i * in_stride + f_addr) >> (9 * root_level))
-                              & (511 * 8)), 8)
+                              & (511 * 8)), _I8)
     for stage in range(root_level - 1, 0, -1):      # read level stage + 1, request level stage
         for k in range(m):
             hp = cur[k]
@@ -61,7 +62,7 @@ def _prefetch_block(b0, b1, cur, in_ptr, in_stride, f_addr, asid, per_asid, root
                     i = order[b0 + k] if ordered else np.int64(b0 + k)
                     va = load_u64(in_ptr + i * in_stride + f_addr)
                     p = host_addr(slot_base, slot_end, slot_ptr,
-                                  (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8)), 8)
+                                  (e & addr_mask) + ((va >> (9 * stage)) & (511 * 8)), _I8)
                     if p >= 0:
                         prefetch(p)
             cur[k] = p
@@ -125,7 +126,7 @@ def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, 
         aligned = aligned and (dst[c] & 7) == 0
     stream = not grouped and n >= STREAM_MIN and aligned
     m = memo[t]
-    plo, phi = part_bounds(n, parts, t, SUPER)
+    plo, phi = part_bounds(n, parts, t, _SUPER)
     for s in range(plo, phi, SUPER):
         _translate_range(s, min(phi, s + SUPER), n, hp, pstate, in_ptr, itemsize, f_addr, f_kind,
                          f_flags, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts, mem, dst,
@@ -153,7 +154,7 @@ def group_parts(t, raw, itemsize, f_addr, asid, parts, va_bits, g_order, g_inv):
     """Grouped order, pass 1, part ``t`` of ``parts``: its walk order (:func:`_group_part`;
     the batch as :func:`cpu_translate` reads it)."""
     n = raw.shape[0] // itemsize
-    plo, phi = part_bounds(n, parts, t, SUPER)
+    plo, phi = part_bounds(n, parts, t, _SUPER)
     if phi > plo:
         hist = np.empty(GROUP_BUCKETS_MAX + 1, np.int64)     # counting-sort scratch
         _group_part(raw.ctypes.data, n, itemsize, f_addr, asid, plo, phi, va_bits, g_order,
@@ -165,7 +166,7 @@ def ungroup_parts(t, parts, g_inv, g_rec, o_gpa, o_fault, o_ec, o_level, o_eaddr
                   o_shift, o_acc, o_pkey, o_refs):
     """Grouped order, pass 3, part ``t`` of ``parts``: its walk records back to the
     outputs in input order (:func:`_ungroup`)."""
-    plo, phi = part_bounds(g_inv.shape[0], parts, t, SUPER)
+    plo, phi = part_bounds(g_inv.shape[0], parts, t, _SUPER)
     if phi > plo:
         _ungroup(plo, phi, g_inv, g_rec, g_rec.ctypes.data, o_gpa, o_fault, o_ec, o_level,
                  o_eaddr, o_eval, o_leaf, o_shift, o_acc, o_pkey, o_refs)

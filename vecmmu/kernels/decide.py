@@ -18,7 +18,7 @@ permission-table row and the variant's overlay segments.
 import numpy as np
 
 from ._jit import jit, jit_walker, part_bounds
-from .walkers import AF_AC, AF_IMPLICIT, access_pfec, leaf_fault
+from .walkers import _I1, AF_AC, AF_IMPLICIT, access_pfec, leaf_fault
 
 # record columns (NESTED_COLS order)
 R_FAULT, R_EC, R_QUAL, R_STAGE, R_FLEVEL, R_GLEVEL, R_EADDR, R_EVAL, R_LEAF, R_SHIFT, R_ACC, \
@@ -256,7 +256,7 @@ def decide_sweep(t, parts, fault, stage, leaf, acc, pkey, flevel, gpa, tshift, t
     """
     n = fault.shape[0]
     nk = vps.shape[0]
-    lo, hi = part_bounds(n, parts, t, 1)
+    lo, hi = part_bounds(n, parts, t, _I1)
     for i in range(lo, hi):
         f = np.int64(fault[i])
         st = np.int64(stage[i]) if nested else np.int64(0)
@@ -308,7 +308,7 @@ def decide_full(t, parts, rec, kind, user, ac, implicit, vp, perms, tperms, ov, 
     """Every result column of every row of part ``t`` of ``parts`` under one variant
     (``out`` (n, 18)), and the rows a full result must complete (``need``)."""
     n = rec.shape[1]
-    lo, hi = part_bounds(n, parts, t, 1)
+    lo, hi = part_bounds(n, parts, t, _I1)
     for i in range(lo, hi):
         need[i] = decide_row(rec, i, kind[i], user[i], ac[i], implicit[i], vp, perms, tperms,
                              vp[VP_OV_LO], vp[VP_OV_HI], ov, out[i])

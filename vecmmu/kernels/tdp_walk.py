@@ -24,6 +24,7 @@ NESTED_COLS = ("fault", "error_code", "exit_qual", "stage", "fault_level", "gues
 
 
 ITEM = 1024         # accesses per range call (parts are whole ranges)
+_ITEM = np.int64(ITEM)      # as an argument (a literal int is a signature of its own)
 
 # --- the 2-D walk memo ---------------------------------------------------------------------
 # Without A/D write-back or a trace, memory does not change during a call, so a 2-D walk's
@@ -59,7 +60,7 @@ def tdp_translate_batch(t, parts, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, t
     ``af``: access flags (write, fetch, user = user-mode for MBEC or CPL 3 for NPT/GMET);
     ``table[i]``: a guest paging-structure access; ``guest_acc``: guest rights for
     advanced exit information."""
-    plo, phi = part_bounds(gpa.shape[0], parts, t, ITEM)
+    plo, phi = part_bounds(gpa.shape[0], parts, t, _ITEM)
     for s in range(plo, phi, ITEM):
         _tdp_range(s, min(phi, s + ITEM), gpa, af, table, guest_acc, tdp_fp, tdp_rsvd,
                    tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo, do_trace, ttr_addr,
@@ -96,7 +97,7 @@ def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wo
     each with its own 2-D walk memo (``rows`` of 0: none); ``epoch`` (>= 1) marks this
     call's entries."""
     m = memo[t]
-    plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, ITEM)
+    plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, _ITEM)
     for s in range(plo, phi, ITEM):
         _nested_range(s, min(phi, s + ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
                       perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt,

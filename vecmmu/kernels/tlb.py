@@ -503,7 +503,7 @@ def sweep_model(t, parts, plans, geoms, sts, va, ok, leaf, shift, glob, refs, tr
     k = plans.shape[0]
     acc = np.zeros(O_COLS + 1, np.int64)
     dummy = np.zeros((1, O_COLS), np.int16)
-    lo, hi = part_bounds(k, parts, t, 1)
+    lo, hi = part_bounds(k, parts, t, _I1)
     for j in range(lo, hi):
         acc[:] = 0
         _run(plans[j], geoms[j], sts[j], va, ok, leaf, shift, glob, refs, tra, gpa, ttr, nested,

@@ -10,6 +10,8 @@ import numpy as np
 from ._jit import jit, jit_nrt_free, part_bounds
 from .physmem import load_u32, load_u64, store_u64
 
+_I1 = np.int64(1)       # as an argument: a literal int would be a signature of its own
+
 # Status of parse_lackey
 ST_DONE = 0          # every complete line of the block was consumed
 ST_FULL = 1          # the output arrays are full; call again from ``pos``
@@ -386,7 +388,7 @@ def scan_accesses(t, parts, raw, itemsize, o_kind, o_flags, o_size, o_asid, res)
     (``raw``: its flat uint8 view; ``o_*``: field offsets; ``o_flags``: the first of four
     consecutive flag bytes): ``res[t]`` = (max kind, OR of the flag words, min size, max
     size, max asid). A flag above 1 shows as an OR above 1 in one of the word's bytes."""
-    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, 1)
+    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, _I1)
     _scan_range(raw.ctypes.data, lo, hi, itemsize, o_kind, o_flags, o_size, o_asid, res[t])
 
 
@@ -403,7 +405,7 @@ def _count_crossing(ptr, lo, hi, itemsize, o_addr, o_size):
 def count_crossing(t, parts, raw, itemsize, o_addr, o_size, counts):
     """How many accesses of part ``t`` of ``parts`` of a batch (``raw``: its flat uint8
     view) cross a 4 KiB boundary, into ``counts[t + 1]``."""
-    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, 1)
+    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, _I1)
     counts[t + 1] = _count_crossing(raw.ctypes.data, lo, hi, itemsize, o_addr, o_size)
 
 
@@ -435,6 +437,6 @@ def split_crossing(t, parts, raw, itemsize, o_addr, o_size, start, out, index, p
     :func:`count_crossing`'s counts. Records are copied 8 bytes at a time (``itemsize`` >=
     8). The caller allocates the outputs: numpy asks for huge pages for them, Numba's
     allocator does not (4 KiB page faults were most of the time)."""
-    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, 1)
+    lo, hi = part_bounds(raw.shape[0] // itemsize, parts, t, _I1)
     _split_range(raw.ctypes.data, out.ctypes.data, lo, hi, lo + start[t],
                  itemsize, o_addr, o_size, index, part)

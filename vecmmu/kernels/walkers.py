@@ -89,6 +89,7 @@ _I0 = np.int64(0)
 _I1 = np.int64(1)
 _I2 = np.int64(2)
 _I5 = np.int64(5)
+_I8 = np.int64(8)
 
 ACC_WRITE = 2
 ACC_USER = 4
@@ -187,7 +188,7 @@ def walk_ept(gpa, write, fetch, user_mode, fp, rsvd, perms, root, wopts, check_f
                 return (F_EPT_VIOLATION, prot & (7 | EPT_XU), level, ea, zero, zero, zero, zero,
                         refs, zero)
             return F_UNBACKED, zero, level, ea, zero, zero, zero, zero, refs, zero
-        pte = load_entry(slot_ptr[k] + (ea - slot_base[k]), 8)
+        pte = load_entry(slot_ptr[k] + (ea - slot_base[k]), _I8)
         refs += 1
         if do_trace:
             tr_addr[tr_i, tr_row, level - 1] = ea
@@ -361,7 +362,7 @@ def _make_walk_x86(NESTED):
                 return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero,
                         refs, gpa, thpa, zero, tsh, tacc)
             if (check_final and (wopts & W_CHECK_FINAL) != 0
-                    and find_slot_call(slot_base, slot_end, gpa, 1) < 0):
+                    and find_slot_call(slot_base, slot_end, gpa, _I1) < 0):
                 return (F_UNBACKED, zero, zero, S_FINAL, zero, zero, gpa, zero, zero, zero, acc, zero,
                         zero, gpa, gpa, zero, zero, zero)
             return (F_NONE, zero, zero, S_NONE, zero, zero, zero, zero, zero, zero, acc, zero, zero,
@@ -397,7 +398,7 @@ def _make_walk_x86(NESTED):
                         return (tf, tec, tq, S_TABLE, tl, np.int64(3), tea, tev, zero, zero, zero, zero,
                                 refs, zero, zero, fg, zero, zero)
                     phys = thpa
-                k = find_slot_call(slot_base, slot_end, phys, 8)
+                k = find_slot_call(slot_base, slot_end, phys, _I8)
                 if k < 0:
                     if (wopts & W_KVM_UNBACKED) != 0:
                         return (F_PF, ec_acc, zero, S_GUEST, np.int64(3), zero, ea, zero, zero, zero,
@@ -406,7 +407,7 @@ def _make_walk_x86(NESTED):
                     return (F_UNBACKED, zero, zero, st, np.int64(3), np.int64(3) if NESTED else zero,
                             phys, zero, zero, zero, zero, zero, refs, zero, zero,
                             ea if NESTED else zero, zero, zero)
-                pdpte = load_entry(slot_ptr[k] + (phys - slot_base[k]), 8) & ~enc_mask
+                pdpte = load_entry(slot_ptr[k] + (phys - slot_base[k]), _I8) & ~enc_mask
                 refs += 1
                 if do_trace:
                     tr_addr[tr_rowbase, 2] = ea
