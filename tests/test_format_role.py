@@ -286,6 +286,16 @@ w.translate(a[:1])
 w.translate(a, order="grouped")
 w.translate(a, trace=True, ad="trace")
 w.explain(0x400000)
+from vecmmu.analysis.whatif import whatif
+from vecmmu.perf import TlbConfig, simulate, sweep
+whatif(w, a, ["nosmep:smep=0"], kind="fetch")
+r = w.translate(a, trace=True)
+simulate(r)
+sweep(r, [TlbConfig.skylake(), TlbConfig.skylake()])
+g = V.NestedGuest(V.CpuRole.for_mode("4level", maxphyaddr=46), V.EptRole(), tdp_page_size=4096,
+                  guest_ram=1 << 24)
+g.guest.map(0x400000, 0x10000, user=True)
+g.walker().translate(a, kind="read", user=True)
 for info in pkgutil.iter_modules(KP.__path__):
     mod = importlib.import_module("vecmmu.kernels." + info.name)
     for name, f in vars(mod).items():
@@ -298,10 +308,10 @@ for info in pkgutil.iter_modules(KP.__path__):
 @pytest.mark.skipif(__import__("numba").config.DISABLE_JIT,
                     reason="about compiled signatures; nothing is compiled with the JIT off")
 def test_helpers_compile_once_per_walk(tmp_path):
-    """On an empty cache, a 1-D walk in every order and mode compiles each kernel and
-    helper once: a literal int argument (``host_addr(..., 8)``) is a signature of its
-    own, one more compile (0.1-0.3 s each) of the first translate(); helpers are called
-    with numpy-scalar constants instead."""
+    """On an empty cache, a 1-D walk in every order and mode, a what-if sweep, the TLB
+    model and a 2-D walk compile each kernel and helper once: a literal int argument
+    (``host_addr(..., 8)``) is a signature of its own, one more compile (0.1-0.3 s each)
+    of a first call; helpers are called with numpy-scalar constants instead."""
     import os
     import subprocess
     import sys

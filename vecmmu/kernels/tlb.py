@@ -33,6 +33,7 @@ G_ROLE, G_SETS, G_WAYS, G_ARG, G_BASE = 0, 1, 2, 3, 4
 G_COLS = 5
 # plan layout
 P_L1, P_L2, P_NTLB = 0, 8, 16
+_P_L1, _P_L2, _P_NTLB = np.int64(P_L1), np.int64(P_L2), np.int64(P_NTLB)   # as arguments
 P_PSC, P_TPSC = 24, 30          # + level (2..5)
 P_PTE, P_PGE, P_PCIDE, P_IB = 36, 37, 38, 39
 P_LEN = 40
@@ -355,7 +356,7 @@ def _tdp_translate(geom, st, plan, gpa, ttr, i, row, ectx, clk, acc):
             if sid >= 0:
                 key = _lsr(gpa, 12 + 9 * (t - 1))
                 insert(geom, st, sid, key, key, ectx, _I0, clk)
-    tlb_fill(geom, st, plan, P_NTLB, gpa, code_of_shift(12 + 9 * (tl - 1)), ectx, 0, clk)
+    tlb_fill(geom, st, plan, _P_NTLB, gpa, code_of_shift(12 + 9 * (tl - 1)), ectx, _I0, clk)
     return hit_level
 
 
@@ -376,7 +377,7 @@ def _access(geom, st, plan, i, va, shift, glob, leaf, tra, gpa, ttr, nested, ctx
                 acc[O_HIT] = hit
                 acc[O_SID] = sid
                 if hit == HIT_L2:
-                    tlb_fill(geom, st, plan, P_L1, va, r >> 1, ctx, r & 1, clk)
+                    tlb_fill(geom, st, plan, _P_L1, va, r >> 1, ctx, r & 1, clk)
                 return
     acc[O_HIT] = HIT_WALK
     ib = plan[P_IB]
@@ -410,8 +411,8 @@ def _access(geom, st, plan, i, va, shift, glob, leaf, tra, gpa, ttr, nested, ctx
     if nested:
         _tdp_translate(geom, st, plan, gpa, ttr, i, 5, ectx, clk, acc)
     code = code_of_shift(shift)
-    tlb_fill(geom, st, plan, P_L2, va, code, ctx, glob, clk)
-    tlb_fill(geom, st, plan, P_L1, va, code, ctx, glob, clk)
+    tlb_fill(geom, st, plan, _P_L2, va, code, ctx, glob, clk)
+    tlb_fill(geom, st, plan, _P_L1, va, code, ctx, glob, clk)
 
 
 @jit_nrt_free
