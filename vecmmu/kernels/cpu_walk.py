@@ -11,8 +11,8 @@ import numpy as np
 
 from ._jit import jit, jit_nrt_free, jit_walker, part_bounds
 from .memo import memo_fill, memo_find, memo_result, memo_row, memo_tag
-from .physmem import (host_addr, load_u32, load_u64, prefetch, read_ptr, store_fence, store_stream_u64,
-                      store_u8, store_u64, write_ptr)
+from .physmem import (host_addr, load_u32, load_u64, prefetch, read_ptr, store_fence,
+                      store_stream_u64, store_u8, store_u64, write_ptr)
 from .walkers import (A_BIT, AF_AC, AF_FETCH, AF_IMPLICIT, AF_STACK, AF_USER, AF_WRITE, D_BIT,
                       F_GP, F_NONE, F_SS, F_UNBACKED, _I8, walk_x86_flat)
 
@@ -94,11 +94,12 @@ def cpu_translate(t, raw, itemsize, f_addr, f_kind, f_flags, asid, pkru, roots, 
     The outputs ``o_*`` are contiguous (the kernel writes them through their addresses).
     A call in input order of at least ``STREAM_MIN`` accesses, whose outputs start on
     8-byte boundaries, writes the results of its prefetched blocks (scattered walks, most
-    of them missing the walk memo) past the caches: each full block of ``LANES`` results is staged in L1 and then stored
-    column by column with streaming stores (:func:`_stream_block`). Results that big are
-    not read back before they leave the cache anyway; this way their lines are neither
-    read in first nor evict the table lines the walks need. (Blocks of local walks gain
-    nothing from it, measured: their tables stay in cache.) No result depends on it.
+    of them missing the walk memo) past the caches: each full block of ``LANES`` results
+    is staged in L1 and then stored column by column with streaming stores
+    (:func:`_stream_block`). Results that big are not read back before they leave the
+    cache anyway; this way their lines are neither read in first nor evict the table
+    lines the walks need. (Blocks of local walks gain nothing from it, measured: their
+    tables stay in cache.) No result depends on it.
     """
     n = raw.shape[0] // itemsize
     parts = memo.shape[0]
@@ -237,10 +238,11 @@ def _translate_range(lo, hi, n, hp, pstate, in_ptr, in_stride, f_addr, f_kind, f
                      ms):
     """Accesses ``lo..hi`` of :func:`cpu_translate` (``n`` in all; ``hp`` (LANES,): the table
     prefetch's scratch; ``memo``: this part's walk memo; ``pstate[0]``: ranges left before
-    the memo is tried again on prefetched blocks, 0 = in use; ``dst``: the result columns'
-    addresses (gpa, error code, entry address and value, fault, fault level, leaf level,
-    page shift, acc, pkey, refs); ``stream``: full blocks of scattered walks are written to the stage's
-    columns at ``stg`` instead and streamed from there by :func:`_stream_block`)."""
+    the memo is tried again on prefetched blocks, 0 = in use; ``ms`` (3, LANES): a
+    prefetched block's memo rows, tags and hits; ``dst``: the result columns' addresses
+    (gpa, error code, entry address and value, fault, fault level, leaf level, page
+    shift, acc, pkey, refs); ``stream``: full blocks of scattered walks are written to the
+    stage's columns at ``stg`` instead and streamed from there by :func:`_stream_block`)."""
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
     slot_base, slot_end, slot_ptr = mem
