@@ -353,15 +353,19 @@ class PageWalk:
         "grouped" walks each thread's share of a chunk grouped by (address space, 2 MiB
         region) — one counting sort on a hash of the region — so walks that share table
         lines run together, and gathers the results back into input order. Measured on
-        this project's 2-core VM (benchmarks/README.md) it is about even with input order
-        on tables far larger than cache and slower on local traces, where input order
-        already keeps table lines in cache.
+        this project's 2-core VM (benchmarks/README.md) it is slower than input order in
+        every case: 0.6-0.7x on tables far larger than cache (the random reads of the
+        gathered records cost about what the shared table lines save), less on local
+        traces, where input order already keeps table lines in cache.
 
         ``prefetch`` (cpu_walk of 4- and 5-level tables): before each block of 64 walks,
         request all their table entries level by level, so the block's cache misses
         overlap instead of waiting one after another: tables far larger than cache are
         walked several times faster. Blocks that start and end in one 2 MiB region skip
-        it (their lines are in cache). A hint: results never depend on it.
+        it (their lines are in cache), and so do walks whose page the memo holds. A
+        hint: results never depend on it. In input order, chunks of at least 2**18
+        accesses write the results of such prefetched blocks with streaming stores, past
+        the caches (results that large are not read back while they are in cache).
 
         ``memo`` (without A/D or trace): within one call memory does not change,
         so each thread keeps the walk outcomes of recent pages (a 2-way set-associative
