@@ -222,8 +222,8 @@ def _flush_list(geom, st, plan, first, count, want, mask, keep_global):
 
 @jit_nrt_free
 def _flush_tlbs(geom, st, plan, want, mask, keep_global):
-    _flush_list(geom, st, plan, np.int64(P_L1), np.int64(MAX_LIST), want, mask, keep_global)
-    _flush_list(geom, st, plan, np.int64(P_L2), np.int64(MAX_LIST), want, mask, keep_global)
+    _flush_list(geom, st, plan, _P_L1, np.int64(MAX_LIST), want, mask, keep_global)
+    _flush_list(geom, st, plan, _P_L2, np.int64(MAX_LIST), want, mask, keep_global)
 
 
 @jit_nrt_free
@@ -296,7 +296,7 @@ def apply_event(geom, st, plan, kind, op, tag, pcid, vpid, eptp):
         m = EPTP_M if kind == E_INVEPT_CTX else np.int64(0)
         _flush_tlbs(geom, st, plan, te, m, _F)
         _flush_pscs(geom, st, plan, te, m)
-        _flush_list(geom, st, plan, np.int64(P_NTLB), np.int64(MAX_LIST), te, m, _F)
+        _flush_list(geom, st, plan, _P_NTLB, np.int64(MAX_LIST), te, m, _F)
         _flush_list(geom, st, plan, np.int64(P_TPSC + 2), np.int64(4), te, m, _F)
     return pcid, vpid, eptp
 

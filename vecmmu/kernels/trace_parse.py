@@ -9,8 +9,7 @@ import numpy as np
 
 from ._jit import jit, jit_nrt_free, part_bounds
 from .physmem import load_u32, load_u64, store_u64
-
-_I1 = np.int64(1)       # as an argument: a literal int would be a signature of its own
+from .walkers import _I1     # a numpy scalar: a literal int would be a signature of its own
 
 # Status of parse_lackey
 ST_DONE = 0          # every complete line of the block was consumed
