@@ -33,6 +33,7 @@ import pandas as pd
 from . import bits as B
 from .access import accesses_and_maxima, split_page_crossing
 from .bits import Fault, PagingMode
+from .bufpool import POOL
 from .format import PageFormat
 from .kernels import cpu_walk as K
 from .kernels import memo as KM
@@ -149,15 +150,6 @@ class _Progress:
     def close(self):
         if self.enabled:
             sys.stderr.write("\n")
-
-
-def _empty_lines(n: int, dtype) -> np.ndarray:
-    """``np.empty(n, dtype)`` starting on a 64-byte cache line: a large walk writes its
-    results with streaming stores in whole lines (:data:`vecmmu.kernels.cpu_walk.STREAM_MIN`)."""
-    dtype = np.dtype(dtype)
-    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
-    off = -raw.ctypes.data % 64
-    return raw[off:off + n * dtype.itemsize].view(dtype)
 
 
 class PageWalk:
@@ -469,7 +461,7 @@ class PageWalk:
                       ("fault_level", np.uint8), ("entry_addr", np.uint64),
                       ("entry_value", np.uint64), ("leaf_level", np.uint8), ("page_shift", np.uint8),
                       ("acc", np.uint8), ("pkey", np.uint8), ("refs", np.uint8)):
-            cols[k] = _empty_lines(n, dt)
+            cols[k] = POOL.empty(n, dt)     # on a cache line; recycled memory
         memt = self.mem.slot_pointers()
         params, rsvd, perms = self._fp, self.format.rsvd_table(), self.format.perm_table()
         # the batch's records, read by field offset (one kernel signature for every batch
@@ -543,7 +535,7 @@ class PageWalk:
 
     def _run_nested_chunks(self, cols, af, asids, pk, trace, chunk, progress, name, memo, epoch):
         n = af.shape[0]
-        out = np.empty((len(KT.NESTED_COLS), n), np.int64)
+        out = POOL.empty((len(KT.NESTED_COLS), n), np.int64)
         if trace:
             tr = (np.full((n, 5), -1, np.int64), np.zeros((n, 5), np.int64))
             ttr = (np.full((n, 6, 5), -1, np.int64), np.zeros((n, 6, 5), np.int64))
@@ -571,7 +563,7 @@ class PageWalk:
 
     def _run_tdp(self, cols, af, table, guest_acc, trace, chunk, progress):
         n = af.shape[0]
-        out = np.empty((len(KT.TDP_COLS), n), np.int64)
+        out = POOL.empty((len(KT.TDP_COLS), n), np.int64)
         tbl = np.asarray(table, dtype=np.uint8).reshape(-1)
         if tbl.shape[0] not in (1, n):
             raise ValueError(f"table has {tbl.shape[0]} values for {n} accesses")
