@@ -131,3 +131,85 @@ def test_disabled_pool_allocates(bad):
     pool = BufferPool(max_bytes=bad, min_bytes=MIB)
     a = pool.empty(2 * MIB, np.uint8)
     assert a.nbytes == 2 * MIB and pool.hits == 0 and pool.misses == 0
+
+
+# -- recycled memory is not zero: every kernel must write every cell it hands back ---------
+@pytest.fixture
+def poisoned_pool(monkeypatch):
+    """POOL.empty returns memory filled with 0xA5 (what a recycled buffer may hold), for
+    every size: a kernel that leaves a cell unwritten changes a result."""
+    def empty(shape, dtype):
+        dtype = np.dtype(dtype)
+        a = BufferPool(max_bytes=0).empty(shape, dtype)
+        a.view(np.uint8).reshape(-1)[:] = 0xA5
+        return a
+    monkeypatch.setattr(POOL, "empty", empty)
+
+
+def _frames_equal(a, b):
+    import pandas as pd
+    pd.testing.assert_frame_equal(a.to_frame(), b.to_frame())
+
+
+def _mixed_batch(n=4000, seed=3):
+    """Successes, #PF of every kind, #GP (non-canonical), unbacked tables and frames."""
+    from vecmmu import make_accesses
+    rng = np.random.default_rng(seed)
+    base = np.array([0x400000, 0x800000, 0xFFFFFFFF81000000, 0x0000_8000_0000_0000,
+                     0x7FFF_0000_0000, 0x40000000], np.uint64)
+    addr = base[rng.integers(0, len(base), n)] + rng.integers(0, 1 << 16, n).astype(np.uint64)
+    return make_accesses(addr, rng.integers(0, 3, n).astype(np.uint8),
+                         user=rng.integers(0, 2, n).astype(np.uint8),
+                         ac=rng.integers(0, 2, n).astype(np.uint8))
+
+
+def _guest_1d():
+    mmu = Mmu.for_mode("4level", smep=True, smap=True, pke=True, ram_size=16 << 20)
+    mmu.map(0x400000, 8 << 12, user=True, writable=False)
+    mmu.map(0x800000, 16 << 12, user=True, nx=True)
+    mmu.map(0xFFFFFFFF81000000, 2 << 20, page_size=2 << 20, writable=False)
+    mmu.map(0x7FFF_0000_0000, 4 << 12, pa=1 << 40, user=True)      # frames outside RAM
+    return mmu
+
+
+def test_poisoned_pool_1d(poisoned_pool):
+    w = _guest_1d().walker()
+    b = _mixed_batch()
+    for kw in ({}, {"memo": False}, {"order": "grouped"}, {"prefetch": False}):
+        got = w.translate(b, **kw)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(POOL, "empty", BufferPool(max_bytes=0).empty)
+            want = w.translate(b, **kw)
+        _frames_equal(got, want)
+        assert set(np.unique(got.fault)) >= {0, 1, 2}          # success, #PF, #GP all seen
+
+
+def test_poisoned_pool_nested_tdp_tlb_whatif(poisoned_pool):
+    from vecmmu import CpuRole, EptRole, NestedGuest
+    from vecmmu.analysis.whatif import whatif
+    from vecmmu.perf import TlbConfig, simulate
+    g = NestedGuest(CpuRole.for_mode("4level", maxphyaddr=46, smep=True), EptRole(mbec=True),
+                    tdp_page_size=4096, guest_ram=16 << 20)
+    g.guest.map(0x400000, 8 << 12, user=True, writable=False)
+    g.guest.map(0xFFFFFFFF81000000, 4 << 12, writable=False)
+    code = g.guest.get_entry(0x400000, 1) & ~0xFFF
+    g.tdp.protect(code, 0x1000, xs=True, xu=False)
+    w = g.walker()
+    b = _mixed_batch(seed=4)
+    clean = BufferPool(max_bytes=0).empty
+    got = [w.translate(b), w.tdp.translate(b["addr"] & np.uint64(0xFFFFFF), "read")]
+    wi = whatif(w, b, ["no smep:smep=0", "no mbec:mbec=0"])
+    mw = _guest_1d().walker()
+    tr = mw.translate(_mixed_batch(seed=5), trace=True)
+    run = simulate(tr, TlbConfig.skylake())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(POOL, "empty", clean)
+        want = [w.translate(b), w.tdp.translate(b["addr"] & np.uint64(0xFFFFFF), "read")]
+        wi2 = whatif(w, b, ["no smep:smep=0", "no mbec:mbec=0"])
+        run2 = simulate(tr, TlbConfig.skylake())
+    for x, y in zip(got, want):
+        _frames_equal(x, y)
+    import pandas as pd
+    pd.testing.assert_frame_equal(wi.summary(), wi2.summary())
+    assert np.array_equal(wi.fault, wi2.fault)
+    pd.testing.assert_frame_equal(run.to_frame(), run2.to_frame())

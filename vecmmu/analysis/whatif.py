@@ -47,6 +47,7 @@ import pandas as pd
 
 from ..access import ACCESS_DTYPE, as_accesses
 from ..bits import FAULT_NAMES, Fault
+from ..bufpool import POOL
 from ..format import FMT_PFERR_FETCH, PageFormat
 from ..kernels import decide as KD
 from ..kernels._jit import PASS_UNIT, parts_for, run_parts
@@ -603,10 +604,10 @@ def whatif(walker, accesses, variants, *, baseline: bool = True, threads=None,
     base = records[assign[0][0]]
     n = base.n
     K = len(vs)
-    fault = np.empty((n, K), np.uint8)
+    fault = POOL.empty((n, K), np.uint8)           # every cell is written
     nested = walker.tdp is not None
     # a 1-D walk has no stages: the stage matrix stays untouched zero pages
-    stage = np.empty((n, K), np.uint8) if nested else np.zeros((n, K), np.uint8)
+    stage = POOL.empty((n, K), np.uint8) if nested else np.zeros((n, K), np.uint8)
     t0 = time.perf_counter()
     # variants that share a record are decided together (one pass over the record)
     for key in dict.fromkeys(k for k, _ in assign):

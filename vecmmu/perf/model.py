@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..bits import Fault
+from ..bufpool import POOL
 from ..kernels import tlb as KT
 from ..kernels._jit import parts_for, run_parts
 from .config import TlbConfig
@@ -190,7 +191,7 @@ def simulate(res, config: TlbConfig | None = None, events=None, *, index_bits: i
     inp = _Inputs(res, index_bits)
     plan, geom, n_ent, labels = config.compile(inp.index_bits)
     st = np.empty((n_ent, 4), np.int64)
-    out = np.empty((inp.n, KT.O_COLS), np.int16)
+    out = POOL.empty((inp.n, KT.O_COLS), np.int16)      # every row is written
     counters = np.zeros(KT.C_LEN, np.int64)
     KT.run_model(plan, geom, st, *inp.args(), *inp.events(events), out, counters)
     return TlbRun(inp, config, labels, out, counters)
