@@ -39,6 +39,16 @@ def test_aligned_shaped_and_writable():
         assert (a == 7).all()
 
 
+def test_record_dtypes_keep_their_fields():
+    from vecmmu import ACCESS_DTYPE
+    pool = BufferPool(max_bytes=64 * MIB, min_bytes=MIB)
+    a = pool.empty(100_000, ACCESS_DTYPE)
+    assert a.dtype == ACCESS_DTYPE and a.ctypes.data % 64 == 0
+    a["addr"] = np.arange(100_000)
+    a["size"] = 3
+    assert a["addr"][-1] == 99_999 and (a["size"] == 3).all()
+
+
 def test_small_requests_are_not_pooled_and_sizes_must_fit():
     pool = BufferPool(max_bytes=64 * MIB, min_bytes=MIB)
     a = pool.empty(1000, np.uint64)                  # under min_bytes: plain numpy memory
@@ -158,9 +168,13 @@ def _mixed_batch(n=4000, seed=3):
     base = np.array([0x400000, 0x800000, 0xFFFFFFFF81000000, 0x0000_8000_0000_0000,
                      0x7FFF_0000_0000, 0x40000000], np.uint64)
     addr = base[rng.integers(0, len(base), n)] + rng.integers(0, 1 << 16, n).astype(np.uint64)
+    size = np.ones(n, np.uint32)
+    cross = rng.random(n) < 0.05                       # page-crossing: two translations each
+    addr[cross] |= np.uint64(0xFFD)
+    size[cross] = 8
     return make_accesses(addr, rng.integers(0, 3, n).astype(np.uint8),
                          user=rng.integers(0, 2, n).astype(np.uint8),
-                         ac=rng.integers(0, 2, n).astype(np.uint8))
+                         ac=rng.integers(0, 2, n).astype(np.uint8), size=size)
 
 
 def _guest_1d():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bits import AccessKind
+from .bufpool import POOL
 
 ACCESS_DTYPE = np.dtype([
     ("addr", "<u8"), ("kind", "u1"), ("user", "u1"), ("ac", "u1"), ("implicit", "u1"),
@@ -216,9 +217,9 @@ def split_page_crossing(batch: np.ndarray, parts: int | None = None):
     m = int(counts.sum())
     if m == 0:
         return batch, None, None
-    rows = np.empty(batch.shape[0] + m, ACCESS_DTYPE)
-    index = np.empty(rows.shape[0], np.int64)
-    part = np.empty(rows.shape[0], np.uint8)
+    rows = POOL.empty(batch.shape[0] + m, ACCESS_DTYPE)      # every row is written
+    index = POOL.empty(rows.shape[0], np.int64)
+    part = POOL.empty(rows.shape[0], np.uint8)
     run_parts(split_crossing, parts, parts, raw, ACCESS_DTYPE.itemsize, o_addr, o_size,
               np.cumsum(counts), rows.view(np.uint8), index, part)
     return rows, index, part

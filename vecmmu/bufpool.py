@@ -41,6 +41,8 @@ class _Lease:
         self._pool, self._raw = pool, raw
         self.__array_interface__ = {"shape": shape, "typestr": dtype.str, "version": 3,
                                     "data": (ptr, False)}
+        if dtype.fields is not None:              # a record dtype (an access batch)
+            self.__array_interface__["descr"] = dtype.descr
 
     def __del__(self):
         pool, raw = self._pool, self._raw
@@ -80,7 +82,7 @@ class BufferPool:
         shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
         nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         need = nbytes + _ALIGN
-        if nbytes < self.min_bytes or self.max_bytes <= 0 or dtype.fields is not None:
+        if nbytes < self.min_bytes or self.max_bytes <= 0:
             raw = np.empty(need, np.uint8)
             off = -raw.ctypes.data % _ALIGN
             return raw[off:off + nbytes].view(dtype).reshape(shape)

@@ -369,6 +369,12 @@ class PageWalk:
         keeps whole results instead, keyed by page, access flags and PKRU (2048 per thread,
         384 KiB), as the TDP check of the final address depends on the access. Results are
         the same either way; ``memo=False`` walks every access.
+
+        Result columns are allocated from :data:`vecmmu.bufpool.POOL`: the memory of a
+        dropped result (no view of it left anywhere), already faulted in, serves the next
+        call, so a loop over chunks does not pay for fresh pages each time. A result that
+        is still held, or any view of it, is never reused. ``POOL.max_bytes = 0`` turns
+        recycling off.
         """
         kw = {k: v for k, v in dict(kind=kind, user=user, ac=ac, implicit=implicit, stack=stack,
                                     size=size, asid=asid).items() if v is not None}
@@ -479,7 +485,8 @@ class PageWalk:
         grouped = order == "grouped"
         bounds = list(range(0, n, chunk)) + [n]
         m = max(np.diff(bounds), default=1) if grouped else 1    # grouped: the kernel's scratch
-        g_order, g_inv, g_rec = np.empty(m, np.int64), np.empty(m, np.int64), np.empty((m, 5), np.int64)
+        g_order, g_inv = POOL.empty(m, np.int64), POOL.empty(m, np.int64)
+        g_rec = POOL.empty((m, 5), np.int64)
         prog = _Progress(n, "translating", progress)
         passes = 2 if ad == "snapshot" else 1
         for p in range(passes):
