@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (REPO, Row, Target, best_times, cpu_snapshot, log,  # noqa: E402
                     machine_line, other_cpu_use, ratio, target_ratio, with_threads)
 from vecmmu import Mmu, make_accesses  # noqa: E402
+from vecmmu.bufpool import POOL  # noqa: E402
 from vecmmu.kernels import cpu_walk as K  # noqa: E402
 from vecmmu import walk as W  # noqa: E402
 from vecmmu.kernels.physmem import prefetch  # noqa: E402
@@ -470,8 +471,9 @@ REFW = "reference walker (tests/)"
 SORTED = "translate() 1t, pre-sorted addr*"
 NOPF = "translate() 1t, order=input, prefetch=False"
 NOMEMO = "translate() 1t, order=input, memo=False"
+FRESH = "translate() {k}t, order=input, fresh buffers"
 SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch",
-         NOMEMO: "no memo"}
+         NOMEMO: "no memo", **{FRESH.format(k=k): "fresh buffers" for k in (1, 2)}}
 
 
 def translate_name(k, order):
@@ -484,6 +486,20 @@ def kernel_name(k):
 
 def bound_name(k):
     return f"memory bound: present-bit walk, {k}t*"
+
+
+def fresh_buffers(fn):
+    """``fn`` with result-buffer recycling off (``vecmmu.bufpool.POOL``): every column of
+    its result is new memory, faulted in by the kernel, as before the pool existed."""
+    def run():
+        old = POOL.max_bytes
+        POOL.max_bytes = 0
+        POOL.clear()
+        try:
+            return fn()
+        finally:
+            POOL.max_bytes = old
+    return run
 
 
 def prepare():
@@ -538,10 +554,13 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
         for k in threads:
             timed[translate_name(k, order)] = (
                 lambda k=k, order=order: w.translate(batch, threads=k, order=order), n,
-                (NAIVE, NUMPY, NOPF, NOMEMO))
+                (NAIVE, NUMPY, NOPF, NOMEMO) + ((FRESH.format(k=k),) if order == "input" else ()))
     if "input" in orders:            # the same walk without the table prefetch, or the memo
         timed[NOPF] = (lambda: w.translate(batch, threads=1, prefetch=False), n, (NAIVE, NUMPY))
         timed[NOMEMO] = (lambda: w.translate(batch, threads=1, memo=False), n, (NAIVE, NUMPY))
+        for k in threads:        # result memory allocated fresh each call (recycling off)
+            timed[FRESH.format(k=k)] = (fresh_buffers(lambda k=k: w.translate(batch, threads=k)),
+                                        n, (NAIVE, NUMPY))
     if sorted_row:
         sbatch = batch[np.argsort(batch["addr"], kind="stable")]
         timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY))
