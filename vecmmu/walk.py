@@ -346,7 +346,7 @@ class PageWalk:
         region) — one counting sort on a hash of the region — so walks that share table
         lines run together, and gathers the results back into input order. Measured on
         this project's 2-core VM (benchmarks/README.md) it is slower than input order in
-        every case: 0.6-0.7x on tables far larger than cache (the random reads of the
+        every case: 0.5-0.7x on tables far larger than cache (the random reads of the
         gathered records cost about what the shared table lines save), less on local
         traces, where input order already keeps table lines in cache.
 
