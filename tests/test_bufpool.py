@@ -227,3 +227,19 @@ def test_poisoned_pool_nested_tdp_tlb_whatif(poisoned_pool):
     pd.testing.assert_frame_equal(wi.summary(), wi2.summary())
     assert np.array_equal(wi.fault, wi2.fault)
     pd.testing.assert_frame_equal(run.to_frame(), run2.to_frame())
+
+
+def test_default_cap_from_the_environment(monkeypatch):
+    from vecmmu.bufpool import default_max_bytes
+    monkeypatch.delenv("VECMMU_POOL_BYTES", raising=False)
+    d = default_max_bytes()
+    assert 0 < d <= 1 << 30
+    for text, want in (("0", 0), ("123", 123), ("512M", 512 << 20), ("2g", 2 << 30),
+                       (" 64 KiB ", 64 << 10), ("", d)):
+        monkeypatch.setenv("VECMMU_POOL_BYTES", text)
+        assert default_max_bytes() == want
+        assert BufferPool().max_bytes == want
+    for bad in ("lots", "-5", "1.5G", "12T"):
+        monkeypatch.setenv("VECMMU_POOL_BYTES", bad)
+        with pytest.raises(ValueError, match="VECMMU_POOL_BYTES"):
+            default_max_bytes()

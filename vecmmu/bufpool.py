@@ -15,7 +15,9 @@ no result and no array a caller still holds.
 
 Only buffers of at least ``min_bytes`` are pooled (small ones are cheap to allocate), and
 the pool keeps at most ``max_bytes`` of idle memory (the oldest idle buffer is dropped
-first). A request takes the smallest idle buffer that fits and is at most twice its size,
+first): by default 1 GiB or a sixteenth of the machine's memory, whichever is less (one
+pool per process: Dask workers have one each), or the environment variable
+``VECMMU_POOL_BYTES`` (bytes, with an optional K, M or G suffix; 0 turns recycling off). A request takes the smallest idle buffer that fits and is at most twice its size,
 so a small call never pins a huge buffer.
 
 >>> from vecmmu.bufpool import POOL
@@ -23,13 +25,33 @@ so a small call never pins a huge buffer.
 """
 from __future__ import annotations
 
+import os
+import re
 import threading
 
 import numpy as np
 
-__all__ = ["BufferPool", "POOL"]
+__all__ = ["BufferPool", "POOL", "default_max_bytes"]
 
 _ALIGN = 64           # cache-line aligned: the walk kernel streams whole lines
+
+
+def default_max_bytes() -> int:
+    """The idle-memory cap of :data:`POOL`: ``$VECMMU_POOL_BYTES`` if set, else 1 GiB or a
+    sixteenth of physical memory, whichever is less."""
+    env = os.environ.get("VECMMU_POOL_BYTES")
+    if env is not None and env.strip() != "":
+        m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*", env)
+        if not m:
+            raise ValueError(f"VECMMU_POOL_BYTES={env!r}: expected a number of bytes, optionally "
+                             f"with a K, M or G suffix (for example 512M), or 0 to turn result "
+                             f"recycling off")
+        return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 0
+    return min(1 << 30, ram // 16) if ram > 0 else 1 << 30
 
 
 class _Lease:
@@ -58,8 +80,8 @@ class BufferPool:
     from a dropped result. Thread-safe: a buffer is handed to one caller at a time.
     """
 
-    def __init__(self, max_bytes: int = 1 << 30, min_bytes: int = 1 << 20):
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: int | None = None, min_bytes: int = 1 << 20):
+        self.max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
         self.min_bytes = int(min_bytes)
         self._idle: list[np.ndarray] = []        # oldest first
         self._lock = threading.Lock()
