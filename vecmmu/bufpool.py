@@ -17,8 +17,9 @@ Only buffers of at least ``min_bytes`` are pooled (small ones are cheap to alloc
 the pool keeps at most ``max_bytes`` of idle memory (the oldest idle buffer is dropped
 first): by default 1 GiB or a sixteenth of the machine's memory, whichever is less (one
 pool per process: Dask workers have one each), or the environment variable
-``VECMMU_POOL_BYTES`` (bytes, with an optional K, M or G suffix; 0 turns recycling off). A request takes the smallest idle buffer that fits and is at most twice its size,
-so a small call never pins a huge buffer.
+``VECMMU_POOL_BYTES`` (bytes, with an optional K, M or G suffix; 0 turns recycling off).
+A request takes the smallest idle buffer that fits and is at most twice its size, so a
+small call never pins a huge buffer.
 
 >>> from vecmmu.bufpool import POOL
 >>> POOL.max_bytes = 0          # turn recycling off (every buffer is freed when dropped)
