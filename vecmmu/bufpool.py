@@ -112,8 +112,9 @@ class BufferPool:
         raw = None
         with self._lock:
             best = -1
-            for j, b in enumerate(self._idle):
-                if need <= b.nbytes <= 2 * need and (best < 0 or b.nbytes < self._idle[best].nbytes):
+            for j, b in enumerate(self._idle):          # the smallest that fits
+                if need <= b.nbytes <= 2 * need and (best < 0
+                                                     or b.nbytes < self._idle[best].nbytes):
                     best = j
             if best >= 0:
                 raw = self._idle.pop(best)
