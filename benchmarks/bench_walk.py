@@ -469,11 +469,13 @@ NAIVE_PAR = "naive Numba loop 2t*"
 NUMPY = "numpy walk, same semantics"
 REFW = "reference walker (tests/)"
 SORTED = "translate() 1t, pre-sorted addr*"
+NAIVE_SORTED = "naive Numba loop 1t, pre-sorted addr*"
 NOPF = "translate() 1t, order=input, prefetch=False"
 NOMEMO = "translate() 1t, order=input, memo=False"
 FRESH = "translate() {k}t, order=input, fresh buffers"
 SHORT = {NAIVE: "naive loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch",
-         NOMEMO: "no memo", **{FRESH.format(k=k): "fresh buffers" for k in (1, 2)}}
+         NOMEMO: "no memo", NAIVE_SORTED: "naive loop pre-sorted",
+         **{FRESH.format(k=k): "fresh buffers" for k in (1, 2)}}
 
 
 def translate_name(k, order):
@@ -563,7 +565,11 @@ def measure_case(g: Guest, n, rng, *, threads=(1, 2), orders=("input", "grouped"
                                         n, (NAIVE, NUMPY))
     if sorted_row:
         sbatch = batch[np.argsort(batch["addr"], kind="stable")]
-        timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY))
+        timed[SORTED] = (lambda: w.translate(sbatch, threads=1), n, (NAIVE, NUMPY, NAIVE_SORTED))
+        # what order alone gives a walk that does nothing else (the ceiling of any grouping)
+        saddr = np.ascontiguousarray(sbatch["addr"].view(np.int64))
+        timed[NAIVE_SORTED] = (lambda: naive_walk(saddr, g.ram64, g.mmu.ram_base, g.root), n,
+                               (NAIVE,))
     kd = KernelDirect(w, batch) if kernel_threads else None
     for k in kernel_threads:
         timed[kernel_name(k)] = (with_threads(k, kd), n, (NAIVE, NUMPY))
