@@ -360,3 +360,83 @@ def test_nested_memo_replaces_walks(monkeypatch):
     calls.clear()
     w.translate(addr, kind, user=True, trace=True)
     assert len(calls) == 200
+
+
+# -- the 2-D walk's cache of guest table pages' TDP translations (walkers.tdp_table_cached) --
+def _table_cache_guest(tdp_kind, ad=False, flags_set=True):
+    """A 4-level guest with 3 x 64 user pages under three page tables, behind EPT (A/D off
+    or on) or NPT, with the TDP mapping of the second page table read-only: a table access
+    that is a write (EPT A/D on, KVM semantics, NPT) faults there, a read does not; nor
+    does a walk whose guest entries need no A/D flag written (``flags_set``)."""
+    from vecmmu import CpuRole, EptRole, NestedGuest, NptRole
+    tdp_role = EptRole(ad=ad) if tdp_kind == "ept" else NptRole(maxphyaddr=46)
+    g = NestedGuest(CpuRole.for_mode("4level", maxphyaddr=46), tdp_role, guest_ram=32 << 20,
+                    tdp_page_size=4096)
+    bases = (0x40_0000, 0x60_0000, 0x7F00_0000_0000)
+    for b in bases:
+        g.guest.map(b, 64 << 12, user=True, accessed=flags_set, dirty=flags_set)
+    pt = g.guest.get_entry(bases[1], 2) & 0x000F_FFFF_FFFF_F000     # its page table's GPA
+    g.tdp.protect(pt, 0x1000, writable=False)
+    return g, bases
+
+
+@pytest.mark.parametrize("tdp_kind,ad,semantics,flags_set", [
+    ("ept", False, "hardware", True), ("ept", False, "hardware", False),
+    ("ept", True, "hardware", True), ("ept", False, "kvm", True), ("npt", False, "hardware", True)])
+def test_nested_table_cache_equals_walking(tdp_kind, ad, semantics, flags_set):
+    """Walks that miss the 2-D memo (every page once per kind) but share guest table pages
+    give exactly what walking every access gives: faults on a write-protected table page
+    included, and the entries each walk reads (refs)."""
+    from vecmmu import PageWalk
+    g, bases = _table_cache_guest(tdp_kind, ad, flags_set)
+    w = g.walker()
+    if semantics == "kvm":
+        w = PageWalk(w.role, w.mem, w.cr3, semantics="kvm",
+                     tdp=PageWalk(w.tdp.role, w.mem, w.tdp.cr3[0], semantics="kvm"))
+    rng = np.random.default_rng(11)
+    n = 3000
+    addr = (np.array(bases, np.uint64)[rng.integers(0, 3, n)]
+            + rng.integers(0, 66 << 12, n).astype(np.uint64))       # a few unmapped pages too
+    kind = rng.integers(0, 3, n)
+    got = w.translate(addr, kind, user=True)
+    every = w.translate(addr, kind, user=True, memo=False)
+    traced = w.translate(addr, kind, user=True, trace=True)
+    for col, v in every.columns().items():
+        assert np.array_equal(v, got.columns()[col]), col
+        assert np.array_equal(v, traced.columns()[col]), col
+    refs = got.columns()["refs"]
+    assert (refs[got.fault == 0] == 24).all()          # 4 guest entries x (4 + 1) + 4
+    table_faults = got.columns()["stage"] == 2
+    if tdp_kind == "npt" or ad or semantics == "kvm" or not flags_set:    # table writes
+        assert table_faults.any()
+    else:
+        assert not table_faults.any()
+
+
+@pytest.mark.skipif(not numba.config.DISABLE_JIT,
+                    reason="TDP translations can be counted only with NUMBA_DISABLE_JIT=1")
+@pytest.mark.nojit
+def test_nested_table_cache_replaces_table_translations(monkeypatch):
+    """64 distinct pages under one page table, each read once (the whole-result memo never
+    hits): the guest table accesses go through the TDP 4 times in all, not 4 times per
+    walk; memo=False and trace=True translate every one."""
+    from vecmmu.kernels import walkers
+    g, bases = _table_cache_guest("ept")
+    w = g.walker()
+    addr = bases[0] + np.arange(64, dtype=np.uint64) * np.uint64(4096)
+    calls = []
+    real = walkers.tdp_translate
+
+    def counting(*a):
+        calls.append((a[1], a[2]))          # (gpa, table access?)
+        return real(*a)
+
+    monkeypatch.setattr(walkers, "tdp_translate", counting)
+    r = w.translate(addr, "read", user=True, threads=1)
+    assert set(r.fault) == {0} and (r.columns()["refs"] == 24).all()
+    assert sum(1 for _, table in calls if table) == 4
+    assert sum(1 for _, table in calls if not table) == 64
+    for kw in (dict(memo=False), dict(trace=True)):
+        calls.clear()
+        w.translate(addr, "read", user=True, threads=1, **kw)
+        assert sum(1 for _, table in calls if table) == 4 * 64, kw

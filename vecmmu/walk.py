@@ -367,8 +367,11 @@ class PageWalk:
         (they would miss it as they miss the cache), and try it again 128 k accesses later
         (32 ranges of 4096 per thread). A 2-D walk (nested, without trace)
         keeps whole results instead, keyed by page, access flags and PKRU (2048 per thread,
-        384 KiB), as the TDP check of the final address depends on the access. Results are
-        the same either way; ``memo=False`` walks every access.
+        384 KiB), as the TDP check of the final address depends on the access, and the TDP
+        translations of the guest table pages it reads (64 per thread): a 2-D walk that
+        misses the memo reads only its guest entries and the final GPA's TDP entries
+        (``refs`` still counts every entry the walk reads). Results are the same either
+        way; ``memo=False`` walks every access, every table access through the TDP.
 
         Result columns are allocated from :data:`vecmmu.bufpool.POOL`: the memory of a
         dropped result (no view of it left anywhere), already faulted in, serves the next

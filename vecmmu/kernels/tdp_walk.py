@@ -24,6 +24,7 @@ NESTED_COLS = ("fault", "error_code", "exit_qual", "stage", "fault_level", "gues
 
 
 ITEM = 1024         # accesses per range call (parts are whole ranges)
+TABLE_CACHE = 64    # sets of a part's cache of guest table pages' TDP translations
 _ITEM = np.int64(ITEM)      # as an argument (a literal int is a signature of its own)
 
 # --- the 2-D walk memo ---------------------------------------------------------------------
@@ -95,21 +96,25 @@ def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wo
     ``ttr_*``: TDP trace ``(n, 6, 5)`` (row = guest level - 1, or 5 for the final GPA).
     ``memo`` ``(parts, rows, NM_W)``: the work is split into ``parts`` contiguous parts,
     each with its own 2-D walk memo (``rows`` of 0: none); ``epoch`` (>= 1) marks this
-    call's entries."""
+    call's entries. With the memo, the part also keeps the TDP translations of the guest
+    table pages it reads (``TABLE_CACHE`` sets; :func:`walkers.tdp_table_cached`), so a
+    walk that misses the memo reads only the guest entries and the final GPA's TDP
+    entries from memory (its refs still count every entry the walk reads)."""
     m = memo[t]
+    tc = np.zeros((TABLE_CACHE if m.shape[0] >= 2 and not do_trace else 0, 4), np.int64)
     plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, _ITEM)
     for s in range(plo, phi, ITEM):
         _nested_range(s, min(phi, s + ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
                       perms, wopts, tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt,
                       mem, out, out_lo,
-                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m, epoch)
+                      do_trace, tr_addr, tr_val, ttr_addr, ttr_val, m, epoch, tc)
 
 
 @jit_nrt_free
 def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                   tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo,
-                  do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch):
-    """Accesses ``lo..hi`` of :func:`nested_translate`."""
+                  do_trace, tr_addr, tr_val, ttr_addr, ttr_val, memo, epoch, tc):
+    """Accesses ``lo..hi`` of :func:`nested_translate` (``tc``: its table cache)."""
     n = addr.shape[0]
     per_asid = asid.shape[0] == n and n > 1
     per_pkru = pkru.shape[0] == n and n > 1
@@ -150,7 +155,7 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
                         out[_HPA, out_lo + i] = hpa
                     continue
         r = walk_x86_nested(i, va, afi, roots[a], pdptes, a, pk, fp, rsvd, perms, wopts,
-                            mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr)
+                            mem, do_trace, tr_addr, tr_val, tdp, i, True, ttr, tc)
         for c in range(18):
             out[c, out_lo + i] = r[c]
         # kept: success, guest #PF, a TDP fault on a table access before the leaf

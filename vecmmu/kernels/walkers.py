@@ -309,12 +309,14 @@ def _make_walk_x86(NESTED):
     cannot reload a dispatcher that calls another specialisation of itself."""
 
     def walk_x86(i, addr, af, root, pdptes, pdpte_row, pkru, fp, rsvd, perms, wopts, mem,
-                 do_trace, tr_addr, tr_val, tdp, tr_rowbase, check_final, ttr=None):
+                 do_trace, tr_addr, tr_val, tdp, tr_rowbase, check_final, ttr=None, tc=None):
         """Walk one linear address through x86 tables and decide the access (KVM:
         ``FNAME(walk_addr_generic)`` + ``permission_fault``), optionally over a TDP.
 
         ``tr_addr``/``tr_val`` rows are indexed by ``tr_rowbase + level - 1`` in 2-D form
-        ``[row, level - 1]`` (a batch passes ``trace[i]`` slices). Returns ``(fault,
+        ``[row, level - 1]`` (a batch passes ``trace[i]`` slices). ``tc`` (nested only,
+        ``(sets, 4)`` int64, sets a power of two, or 0 rows: off): a cache of the TDP
+        translations of guest table pages (:func:`tdp_table_cached`). Returns ``(fault,
         error_code, exit_qual, stage, fault_level, guest_level, entry_addr, entry_value,
         leaf_level, page_shift, acc, pkey, refs, gpa, hpa, fault_gpa, tdp_page_shift,
         tdp_acc)``.
@@ -431,8 +433,8 @@ def _make_walk_x86(NESTED):
             ea = table + ((addr >> shift) & idx_mask) * pte_size
             phys = ea
             if NESTED:                               # the guest table access, through TDP
-                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_translate(
-                    tdp, ea, _T, _F, _F, _F, zero, mem, ttr, i, level - 1, _F)
+                (tf, tec, tq, tl, tea, tev, tleaf, tsh, tacc, trefs, thpa) = tdp_table_cached(
+                    tdp, ea, mem, ttr, i, level - 1, tc)
                 refs += trefs
                 if tf != F_NONE:
                     fg = ea if not kvm else ea & ~np.int64(0xFFF)
@@ -527,6 +529,31 @@ def _make_walk_x86(NESTED):
 
 walk_x86_flat = _make_walk_x86(False)
 walk_x86_nested = _make_walk_x86(True)
+
+
+@jit_walker
+def tdp_table_cached(tdp, ea, mem, ttr, tr_i, tr_row, tc):
+    """:func:`tdp_translate` of the guest table access at GPA ``ea``, through ``tc``: a
+    direct-mapped cache of the successful TDP translations of guest table pages (row:
+    page | 1, host page, TDP rights, entries read), kept by one part of one call. Exact
+    where memory does not change (no trace, no A/D write-back): a table access's TDP
+    walk depends only on its 4 KiB page (the access type of a table read is fixed by the
+    format), and a hit reports the entries that walk reads. Faults are never kept."""
+    key = (ea & ~np.int64(0xFFF)) | 1
+    slot = np.int64(0)
+    if tc.shape[0] > 0:
+        slot = ((ea >> 12) ^ (ea >> 21)) & (tc.shape[0] - 1)
+        if tc[slot, 0] == key:
+            zero = np.int64(0)
+            return (np.int64(F_NONE), zero, zero, zero, zero, zero, zero, zero, tc[slot, 2],
+                    tc[slot, 3], tc[slot, 1] | (ea & 0xFFF))
+    r = tdp_translate(tdp, ea, _T, _F, _F, _F, np.int64(0), mem, ttr, tr_i, tr_row, _F)
+    if tc.shape[0] > 0 and r[0] == F_NONE:
+        tc[slot, 0] = key
+        tc[slot, 1] = r[10] & ~np.int64(0xFFF)
+        tc[slot, 2] = r[8]
+        tc[slot, 3] = r[9]
+    return r
 
 
 @jit
