@@ -9,7 +9,8 @@ run on one thread each.
 - ``cpu_walk``: the 1-D batch driver (table prefetch, streaming result stores,
   ``order="grouped"``) and A/D write-back; ``memo``: its walk memo (each walked page's
   outcome); ``tdp_walk``: GPA batches and two-dimensional walks (with a memo of whole
-  results)
+  results, and a cache of the TDP translations of guest table pages,
+  ``walkers.tdp_table_cached``)
 - ``physmem``: bounds-checked entry reads and writes over memslots (host pointers)
 - ``build``: table building for :class:`vecmmu.mmu.Mmu`
 - ``decide``: what-if re-decisions from walk records; ``tlb``: translation-cache models
