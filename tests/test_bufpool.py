@@ -11,6 +11,7 @@ from vecmmu.bufpool import POOL, BufferPool
 
 
 MIB = 1 << 20
+_fresh_empty = BufferPool(max_bytes=0).empty       # new memory every call (recycling off)
 
 
 def test_reused_only_after_every_view_is_gone():
@@ -150,7 +151,7 @@ def poisoned_pool(monkeypatch):
     every size: a kernel that leaves a cell unwritten changes a result."""
     def empty(shape, dtype):
         dtype = np.dtype(dtype)
-        a = BufferPool(max_bytes=0).empty(shape, dtype)
+        a = _fresh_empty(shape, dtype)
         a.view(np.uint8).reshape(-1)[:] = 0xA5
         return a
     monkeypatch.setattr(POOL, "empty", empty)
@@ -192,7 +193,7 @@ def test_poisoned_pool_1d(poisoned_pool):
     for kw in ({}, {"memo": False}, {"order": "grouped"}, {"prefetch": False}):
         got = w.translate(b, **kw)
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(POOL, "empty", BufferPool(max_bytes=0).empty)
+            m.setattr(POOL, "empty", _fresh_empty)
             want = w.translate(b, **kw)
         _frames_equal(got, want)
         assert set(np.unique(got.fault)) >= {0, 1, 2}          # success, #PF, #GP all seen
@@ -210,14 +211,13 @@ def test_poisoned_pool_nested_tdp_tlb_whatif(poisoned_pool):
     g.tdp.protect(code, 0x1000, xs=True, xu=False)
     w = g.walker()
     b = _mixed_batch(seed=4)
-    clean = BufferPool(max_bytes=0).empty
     got = [w.translate(b), w.tdp.translate(b["addr"] & np.uint64(0xFFFFFF), "read")]
     wi = whatif(w, b, ["no smep:smep=0", "no mbec:mbec=0"])
     mw = _guest_1d().walker()
     tr = mw.translate(_mixed_batch(seed=5), trace=True)
     run = simulate(tr, TlbConfig.skylake())
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(POOL, "empty", clean)
+        m.setattr(POOL, "empty", _fresh_empty)
         want = [w.translate(b), w.tdp.translate(b["addr"] & np.uint64(0xFFFFFF), "read")]
         wi2 = whatif(w, b, ["no smep:smep=0", "no mbec:mbec=0"])
         run2 = simulate(tr, TlbConfig.skylake())
