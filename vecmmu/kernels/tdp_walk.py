@@ -87,6 +87,13 @@ def _tdp_range(lo, hi, gpa, af, table, guest_acc, tdp_fp, tdp_rsvd, tdp_perms, t
             out[c, out_lo + i] = r[c]
 
 
+@jit_nrt_free
+def _memo_on(memo, do_trace):
+    """Whether a part keeps its 2-D memo (and with it the table cache): the memo has rows
+    and the call keeps no trace (a traced walk must read, and report, every entry)."""
+    return memo.shape[0] >= 2 and not do_trace
+
+
 @jit
 def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wopts,
                      tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt, mem, out, out_lo,
@@ -101,7 +108,7 @@ def nested_translate(t, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, wo
     walk that misses the memo reads only the guest entries and the final GPA's TDP
     entries from memory (its refs still count every entry the walk reads)."""
     m = memo[t]
-    tc = np.zeros((TABLE_CACHE if m.shape[0] >= 2 and not do_trace else 0, 4), np.int64)
+    tc = np.zeros((TABLE_CACHE if _memo_on(m, do_trace) else 0, 4), np.int64)
     plo, phi = part_bounds(addr.shape[0], memo.shape[0], t, _ITEM)
     for s in range(plo, phi, ITEM):
         _nested_range(s, min(phi, s + ITEM), addr, af, asid, pkru, roots, pdptes, fp, rsvd,
@@ -121,7 +128,7 @@ def _nested_range(lo, hi, addr, af, asid, pkru, roots, pdptes, fp, rsvd, perms, 
     tdp = (tdp_fp, tdp_rsvd, tdp_perms, tdp_root, tdp_wopts, tdp_npt)
     ttr = (do_trace, ttr_addr, ttr_val)
     slot_base, slot_end, _ = mem
-    use_memo = memo.shape[0] >= 2 and not do_trace
+    use_memo = _memo_on(memo, do_trace)
     set_mask = (memo.shape[0] >> 1) - 1
     check_final = (tdp_wopts & W_CHECK_FINAL) != 0
     for i in range(lo, hi):
