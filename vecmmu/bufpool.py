@@ -135,7 +135,7 @@ class BufferPool:
             if raw.nbytes > self.max_bytes:
                 return
             self._idle.append(raw)
-            total = sum(b.nbytes for b in self._idle)
+            total = self.idle_bytes
             while total > self.max_bytes:
                 total -= self._idle.pop(0).nbytes
         finally:
