@@ -519,8 +519,9 @@ NAIVE_SORTED = "naive Numba loop 1t, pre-sorted addr*"
 NOPF = "translate() 1t, order=input, prefetch=False"
 NOMEMO = "translate() 1t, order=input, memo=False"
 FRESH = "translate() {k}t, order=input, fresh buffers"
-SHORT = {NAIVE: "naive loop", NAIVE_FULL: "naive same-walk loop", NUMPY: "numpy walk", REFW: "reference walker", NOPF: "no prefetch",
-         NOMEMO: "no memo", NAIVE_SORTED: "naive loop pre-sorted",
+SHORT = {NAIVE: "naive loop", NAIVE_FULL: "naive same-walk loop", NUMPY: "numpy walk",
+         REFW: "reference walker", NOPF: "no prefetch", NOMEMO: "no memo",
+         NAIVE_SORTED: "naive loop pre-sorted",
          **{FRESH.format(k=k): "fresh buffers" for k in (1, 2)}}
 
 
@@ -711,9 +712,10 @@ def walk_targets(rows, default_threads=None):
             best, order = max(cands)
             t = target_ratio(f"{LARGE}: translate() best order ({order}), default threads ({k}) "
                              f">= 2x {what} (input order, 1 thread)", best, 2)
-            bound = ratio(rows, FAMILY, LARGE, bound_name(k), base)
-            if base == NAIVE and bound == bound:   # what the hardware leaves: the reads alone
-                t.value += f" (the memory-bound walk with {k} threads: {bound:.3g}x)"
+            if base == NAIVE:            # what the hardware leaves: the reads alone
+                bound = ratio(rows, FAMILY, LARGE, bound_name(k), NAIVE)
+                if bound == bound:
+                    t.value += f" (the memory-bound walk with {k} threads: {bound:.3g}x)"
             out.append(t)
     for name, what in ((translate_name(1, "input"), "translate() 1 thread"),
                        (kernel_name(1), "cpu_translate kernel only")):
